@@ -1,0 +1,178 @@
+"""StructVPR networks (paper §3.3, §3.5): RGB branch, seg branch, MC head, transform T.
+
+- ``RGBBranch``: torchvision MobileNetV2 trunk (no pooling / classifier), 5 stages
+  by resolution; MC head over stages 3-5 -> 32 + 96 + 320 = 448-d.
+- ``SegBranch`` ("MobileNet-L"): a lighter 5-stage inverted-residual CNN on SLME
+  input, random init; MC over stages 3-5 -> 64 + 96 + 320 = 480-d. Block counts
+  follow the spirit of MobileSal's depth stream (same strides, less capacity).
+- ``Transform``: linear T, 448 -> 480, used only while distilling (stage II).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+from torchvision.models.mobilenetv2 import InvertedResidual
+
+from .config import ConfigError
+from .slme import SLMEConfig
+
+# MobileNetV2 ``features`` indices at which the spatial resolution halves:
+# stage i = features[STAGE_SPLITS[i]:STAGE_SPLITS[i+1]] (strides 2, 4, 8, 16, 32).
+# features[18] (320 -> 1280 conv) belongs to the classifier head and is dropped.
+MOBILENETV2_STAGE_SPLITS = (0, 2, 4, 7, 14, 18)
+MOBILENETV2_STAGE_CHANNELS = (16, 24, 32, 96, 320)
+# MobileNet-L: (out_channels, number of inverted-residual blocks, expansion) per stage.
+MOBILENET_L_STAGES = ((16, 1, 1), (32, 1, 4), (64, 2, 4), (96, 2, 4), (320, 1, 4))
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of one descriptor network: everything needed to rebuild it."""
+
+    branch: Literal["rgb", "seg"] = "rgb"
+    # (width, height) the network is fed; images are resized to this.
+    input_size: tuple[int, int] = (640, 480)
+    # seg branch only: how label maps are encoded (fixes in_channels)
+    slme: SLMEConfig | None = None
+    mc_levels: tuple[int, ...] = (3, 4, 5)
+
+    def __post_init__(self):
+        if self.branch == "seg" and self.slme is None:
+            self.slme = SLMEConfig()
+        if self.branch == "rgb" and self.slme is not None:
+            raise ConfigError("the rgb branch takes RGB input; 'slme' is only for branch 'seg'")
+        if min(self.input_size) < 32:
+            raise ConfigError(f"input_size {self.input_size} too small: the trunk downsamples by 32")
+        if not self.mc_levels or any(lvl not in (1, 2, 3, 4, 5) for lvl in self.mc_levels):
+            raise ConfigError(f"mc_levels must be stage numbers in 1..5, got {self.mc_levels}")
+
+    @property
+    def in_channels(self) -> int:
+        return 3 if self.branch == "rgb" else self.slme.num_channels
+
+    @property
+    def dim(self) -> int:
+        chans = MOBILENETV2_STAGE_CHANNELS if self.branch == "rgb" else [c for c, _, _ in MOBILENET_L_STAGES]
+        return sum(chans[lvl - 1] for lvl in self.mc_levels)
+
+
+class MCHead(nn.Module):
+    """Multi-level concatenation (Eq. 1-2): GMP + L2 per level, concat, L2."""
+
+    def __init__(self, levels: tuple[int, ...]):
+        super().__init__()
+        self.levels = tuple(levels)
+
+    def forward(self, stages: list[torch.Tensor]) -> torch.Tensor:
+        feats = [F.normalize(torch.amax(stages[lvl - 1], dim=(2, 3)), dim=1) for lvl in self.levels]
+        return F.normalize(torch.cat(feats, dim=1), dim=1)
+
+
+class RGBBranch(nn.Module):
+    def __init__(self, config: ModelConfig | None = None):
+        super().__init__()
+        self.config = config or ModelConfig(branch="rgb")
+        if self.config.branch != "rgb":
+            raise ConfigError("RGBBranch needs ModelConfig(branch='rgb')")
+        trunk = torchvision.models.mobilenet_v2(weights=None).features
+        s = MOBILENETV2_STAGE_SPLITS
+        self.stages = nn.ModuleList(trunk[s[i] : s[i + 1]] for i in range(5))
+        self.head = MCHead(self.config.mc_levels)
+        self.dim = self.config.dim
+
+    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        out = []
+        for stage in self.stages:
+            x = stage(x)
+            out.append(x)
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_stages(x))
+
+    def load_imagenet(self, source: str | Path = "torchvision") -> None:
+        """Initialise the trunk from ImageNet MobileNetV2 weights.
+
+        ``source`` is "torchvision" (the torchvision weight file, from its cache or
+        downloaded) or a path to a torchvision-format mobilenet_v2 state_dict.
+        """
+        state = _imagenet_state_dict(source)
+        trunk = torchvision.models.mobilenet_v2(weights=None)
+        trunk.load_state_dict(state)  # strict: a wrong file is an error, not a partial load
+        s = MOBILENETV2_STAGE_SPLITS
+        for i in range(5):
+            self.stages[i].load_state_dict(trunk.features[s[i] : s[i + 1]].state_dict())
+
+
+class SegBranch(nn.Module):
+    """MobileNet-L on SLME-encoded label maps."""
+
+    def __init__(self, config: ModelConfig | None = None):
+        super().__init__()
+        self.config = config or ModelConfig(branch="seg")
+        if self.config.branch != "seg":
+            raise ConfigError("SegBranch needs ModelConfig(branch='seg')")
+        in_ch = self.config.in_channels
+        stages = []
+        for i, (out_ch, blocks, expand) in enumerate(MOBILENET_L_STAGES):
+            if i == 0:
+                layers = [
+                    nn.Conv2d(in_ch, out_ch, 3, 2, 1, bias=False),
+                    nn.BatchNorm2d(out_ch),
+                    nn.ReLU6(inplace=True),
+                ]
+            else:
+                layers = [InvertedResidual(in_ch, out_ch, 2, expand)]
+                layers += [InvertedResidual(out_ch, out_ch, 1, expand) for _ in range(blocks - 1)]
+            stages.append(nn.Sequential(*layers))
+            in_ch = out_ch
+        self.stages = nn.ModuleList(stages)
+        self.head = MCHead(self.config.mc_levels)
+        self.dim = self.config.dim
+
+    forward_stages = RGBBranch.forward_stages
+    forward = RGBBranch.forward
+
+
+class Transform(nn.Linear):
+    """T: maps the student's descriptor into the teacher's space (stage II only)."""
+
+    def __init__(self, student_dim: int = 448, teacher_dim: int = 480):
+        super().__init__(student_dim, teacher_dim)
+
+
+def build_model(config: ModelConfig) -> RGBBranch | SegBranch:
+    return RGBBranch(config) if config.branch == "rgb" else SegBranch(config)
+
+
+def triplet_loss(q: torch.Tensor, p: torch.Tensor, n: torch.Tensor, margin: float = 0.1) -> torch.Tensor:
+    """Eq. 3: max(d(q,p) - d(q,n) + m, 0) with L2 distance, averaged over the batch."""
+    return F.triplet_margin_loss(q, p, n, margin=margin, p=2)
+
+
+def _imagenet_state_dict(source: str | Path) -> dict:
+    if str(source) != "torchvision":
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"ImageNet weight file not found: {path}")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict):
+            raise ValueError(f"{path}: expected a mobilenet_v2 state_dict, got {type(state).__name__}")
+        return state.get("state_dict", state)
+    weights = torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1
+    try:
+        return weights.get_state_dict(progress=False, check_hash=True)
+    except Exception as e:  # offline: URLError / socket errors surface here
+        cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+        raise RuntimeError(
+            f"ImageNet MobileNetV2 weights are not available ({type(e).__name__}: {e}). "
+            f"Offline, place {Path(weights.url).name} in {cache.parent} or pass the file path "
+            f"instead of 'torchvision' (e.g. --imagenet-weights /path/mobilenet_v2-b0353104.pth)."
+        ) from None

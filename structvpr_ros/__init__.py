@@ -1,0 +1,1 @@
+"""Thin rclpy adapters over structvpr_core: node, message conversion, replay."""
