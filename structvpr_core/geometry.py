@@ -1,0 +1,338 @@
+"""Geometric verification of a place-recognition match: ORB + essential matrix RANSAC.
+
+A global-descriptor match says "these images look alike"; this module checks that the
+two views are consistent with one rigid camera motion and estimates that motion.
+
+Pipeline: ORB keypoints/descriptors (storable as plain arrays, so a map database keeps
+them per keyframe) -> brute-force Hamming matching with Lowe's ratio test -> points
+normalised with each image's intrinsics -> 5-point essential matrix in RANSAC
+(``cv2.findEssentialMat``) -> ``cv2.recoverPose`` (cheirality) -> relative pose.
+
+Candidates with fewer ratio-test matches (or essential-matrix inliers) than
+``min_inliers`` are rejected before any pose work: an unrelated candidate then costs
+the matching only, not a RANSAC run to its iteration limit.
+
+Model selection: with no baseline (camera only rotated, or scene far away compared
+with the baseline) the essential matrix is degenerate: every translation fits, and
+the cheirality test throws away most correct matches. So a 3-DoF rotation-only model
+(``x_c ~ R x_q``, 2-point RANSAC) is fitted too and wins when it keeps at least 80 % of
+the essential-matrix inliers (the ratio ORB-SLAM uses to pick a homography over a
+fundamental matrix: S_H / (S_H + S_F) > 0.45). Then ``pure_rotation`` is True and the
+translation is zero.
+
+Conventions:
+- ``rotation``/``translation`` give the query camera's pose in the candidate camera frame
+  (optical frames: x right, y down, z forward): ``X_candidate = R @ X_query + t``.
+  Monocular geometry has no scale, so ``t`` is a unit direction (or zero, see above).
+- Intrinsics: pass the real ones (pixels). Without them ``default_intrinsics`` guesses a
+  pinhole with the principal point at the image centre and focal length 1.2 x the
+  larger image side (COLMAP's prior for cameras without calibration, ~45 deg horizontal
+  field of view on a landscape image). With a wrong focal length the inlier test still
+  works (the epipolar constraint tolerates it for small rotations) but the recovered
+  rotation angle scales with the focal error, so set intrinsics for metric use.
+- ``rotation_covariance`` (rad^2, 3x3, small rotations applied on the left, i.e. about the
+  candidate frame's axes): first-order (Gauss-Newton) covariance of the estimate,
+  ``sigma^2 (J^T J)^+`` with J the Jacobian of the inliers' residuals in pixels (Sampson
+  epipolar errors for the essential model, transfer errors for the rotation model) with
+  respect to the pose parameters (3 rotation + 2 translation-direction, or 3) and
+  sigma^2 the inliers' residual variance (RSS / (N - parameters)); the rotation block
+  is returned. It shrinks with more inliers and wider point spread and grows with pixel
+  noise and near-degenerate geometry, which is what a pose-graph back end needs to
+  weigh a loop edge. It assumes independent pixel errors, so it is a lower bound:
+  correlated errors (ORB's pyramid quantisation, interpolation) make real errors several
+  times larger, and a RANSAC solution that picked the wrong mode (few inliers, tiny
+  baseline) is not covered at all. The translation has no scale, so monocular
+  verification gives no metric translation covariance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .config import ConfigError
+
+ORB_DESCRIPTOR_BYTES = 32
+# The 5-point solver needs 5 correspondences; fewer matches cannot verify anything.
+MIN_MATCHES_FOR_POSE = 5
+# Prefer the 3-DoF rotation-only model when it keeps this share of the essential-matrix inliers.
+ROTATION_MODEL_PREFERENCE = 0.8
+# A 2-D transfer error vs a 1-D epipolar distance: sqrt(chi2_2 / chi2_1) at 95 %.
+TRANSFER_THRESHOLD_SCALE = float(np.sqrt(5.991 / 3.841))
+ROTATION_RANSAC_MAX_ITERS = 500
+
+
+@dataclass
+class CameraIntrinsics:
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+
+    def __post_init__(self):
+        if not (self.fx > 0 and self.fy > 0):
+            raise ConfigError(f"camera focal lengths must be > 0, got fx={self.fx}, fy={self.fy}")
+
+    def matrix(self) -> np.ndarray:
+        return np.array([[self.fx, 0, self.cx], [0, self.fy, self.cy], [0, 0, 1]], np.float64)
+
+
+def default_intrinsics(width: int, height: int) -> CameraIntrinsics:
+    """Uncalibrated pinhole guess: focal = 1.2 * max(width, height), principal point = centre."""
+    focal = 1.2 * max(width, height)
+    return CameraIntrinsics(focal, focal, width / 2.0, height / 2.0)
+
+
+@dataclass
+class GeometryConfig:
+    # ORB keypoints kept per image (strongest first)
+    max_features: int = 1000
+    # Lowe's ratio test: best Hamming distance < ratio * second best
+    ratio_test: float = 0.8
+    # RANSAC: max point-to-epipolar-line distance (pixels) and confidence
+    ransac_threshold_px: float = 1.5
+    ransac_confidence: float = 0.999
+    # a match is "verified" with at least this many inliers
+    min_inliers: int = 30
+
+    def __post_init__(self):
+        if self.max_features < MIN_MATCHES_FOR_POSE:
+            raise ConfigError(f"max_features must be >= {MIN_MATCHES_FOR_POSE}, got {self.max_features}")
+        if not 0 < self.ratio_test <= 1:
+            raise ConfigError(f"ratio_test must be in (0, 1], got {self.ratio_test}")
+        if self.ransac_threshold_px <= 0:
+            raise ConfigError(f"ransac_threshold_px must be > 0, got {self.ransac_threshold_px}")
+        if not 0 < self.ransac_confidence < 1:
+            raise ConfigError(f"ransac_confidence must be in (0, 1), got {self.ransac_confidence}")
+        if self.min_inliers < MIN_MATCHES_FOR_POSE:
+            raise ConfigError(f"min_inliers must be >= {MIN_MATCHES_FOR_POSE}, got {self.min_inliers}")
+
+
+@dataclass
+class LocalFeatures:
+    """ORB features of one image, as plain arrays a map database can store."""
+
+    keypoints: np.ndarray  # (N, 2) float32 pixel coordinates (x, y)
+    descriptors: np.ndarray  # (N, 32) uint8 binary ORB descriptors
+    image_size: tuple[int, int]  # (width, height), for the default intrinsics guess
+
+    def __post_init__(self):
+        kp, desc = self.keypoints, self.descriptors
+        if kp.dtype != np.float32 or kp.ndim != 2 or kp.shape[1] != 2:
+            raise ValueError(f"keypoints must be float32 (N, 2), got {kp.dtype} {kp.shape}")
+        if desc.dtype != np.uint8 or desc.ndim != 2 or desc.shape[1] != ORB_DESCRIPTOR_BYTES:
+            raise ValueError(f"descriptors must be uint8 (N, {ORB_DESCRIPTOR_BYTES}), got {desc.dtype} {desc.shape}")
+        if len(kp) != len(desc):
+            raise ValueError(f"{len(kp)} keypoints but {len(desc)} descriptors")
+        if len(self.image_size) != 2 or min(self.image_size) < 1:
+            raise ValueError(f"image_size must be (width, height) >= 1, got {self.image_size}")
+
+    def __len__(self) -> int:
+        return len(self.keypoints)
+
+
+@dataclass
+class Verification:
+    matches: int  # ratio-test matches
+    inliers: int  # RANSAC inliers that also lie in front of both cameras (0: too few matches to try)
+    verified: bool  # inliers >= min_inliers
+    rotation: np.ndarray | None = None  # (3, 3) query orientation in the candidate frame
+    translation: np.ndarray | None = None  # (3,) unit direction of the query position in the candidate frame
+    pure_rotation: bool = False  # the rotation-only model won: no baseline, translation = 0
+    rotation_covariance: np.ndarray | None = None  # (3, 3) rad^2, see module docstring
+
+
+def extract_features(rgb: np.ndarray, max_features: int) -> LocalFeatures:
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"expected RGB uint8 (H, W, 3) image, got {rgb.dtype} {rgb.shape}")
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    orb = cv2.ORB_create(nfeatures=max_features)
+    keypoints, descriptors = orb.detectAndCompute(grey, None)
+    if descriptors is None:  # textureless or tiny image: no keypoints at all
+        points = np.empty((0, 2), np.float32)
+        descriptors = np.empty((0, ORB_DESCRIPTOR_BYTES), np.uint8)
+    else:
+        points = np.array([k.pt for k in keypoints], np.float32).reshape(-1, 2)
+    return LocalFeatures(points, descriptors, (rgb.shape[1], rgb.shape[0]))
+
+
+def match_features(a: LocalFeatures, b: LocalFeatures, ratio: float) -> tuple[np.ndarray, np.ndarray]:
+    """Indices ``(ia, ib)`` of ratio-test matches from ``a`` to ``b``."""
+    if len(a) < 2 or len(b) < 2:  # the ratio test needs two neighbours
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    pairs = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(a.descriptors, b.descriptors, k=2)
+    good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < ratio * p[1].distance]
+    return (np.array([m.queryIdx for m in good], np.int64), np.array([m.trainIdx for m in good], np.int64))
+
+
+def verify(
+    query: LocalFeatures,
+    candidate: LocalFeatures,
+    config: GeometryConfig,
+    intrinsics: CameraIntrinsics | None = None,
+) -> Verification:
+    """Match ``query`` against ``candidate`` and fit the relative camera motion.
+
+    ``intrinsics`` (same camera for both images) or, when None, ``default_intrinsics``
+    per image size.
+    """
+    iq, ic = match_features(query, candidate, config.ratio_test)
+    if len(iq) < max(config.min_inliers, MIN_MATCHES_FOR_POSE):
+        # Fewer matches than the inliers needed: unverifiable, and RANSAC over a handful of
+        # mostly wrong matches would run to its iteration limit (the cost of a bad candidate).
+        return Verification(matches=len(iq), inliers=0, verified=False)
+    kq = intrinsics or default_intrinsics(*query.image_size)
+    kc = intrinsics or default_intrinsics(*candidate.image_size)
+    pq = _normalise(query.keypoints[iq], kq)
+    pc = _normalise(candidate.keypoints[ic], kc)
+    focal = float(np.mean([kq.fx, kq.fy, kc.fx, kc.fy]))
+    threshold = config.ransac_threshold_px / focal  # in normalised units
+    # Normalised coordinates + identity camera: lets the two images have different intrinsics.
+    E, mask = cv2.findEssentialMat(
+        pq, pc, np.eye(3), method=cv2.RANSAC, prob=config.ransac_confidence, threshold=threshold
+    )
+    essential_inliers = 0 if E is None or mask is None else int(mask.sum())
+    if essential_inliers < max(config.min_inliers, MIN_MATCHES_FOR_POSE):
+        # Unverifiable whatever the model (the rotation-only model never keeps more
+        # matches than the more general essential matrix): skip the pose work.
+        return Verification(matches=len(iq), inliers=essential_inliers, verified=False)
+
+    # Zero baseline makes E degenerate (any translation fits, and cheirality rejects
+    # points "at infinity"), so also fit the 3-DoF rotation-only model and prefer it
+    # when it explains nearly as many matches as the 5-DoF essential matrix.
+    R_rot, rot_inlier = _fit_rotation(pq, pc, threshold, config.ransac_confidence)
+    if rot_inlier.sum() >= ROTATION_MODEL_PREFERENCE * essential_inliers:
+        n_inliers = int(rot_inlier.sum())
+        residual_fn = _rotation_residual_fn(R_rot, pq[rot_inlier], pc[rot_inlier], focal)
+        return Verification(
+            matches=len(iq),
+            inliers=n_inliers,
+            verified=n_inliers >= config.min_inliers,
+            rotation=R_rot,
+            translation=np.zeros(3),
+            pure_rotation=True,
+            rotation_covariance=_rotation_covariance(residual_fn, 3, n_inliers),
+        )
+
+    # The 5-point solver may return several stacked solutions; RANSAC's best comes first.
+    _, R, t, pose_mask = cv2.recoverPose(E[:3], pq, pc, np.eye(3), mask=mask.copy())
+    inlier = pose_mask.ravel() > 0
+    n_inliers = int(inlier.sum())
+    t = t.ravel() / np.linalg.norm(t)
+    residual_fn = _essential_residual_fn(R, t, pq[inlier], pc[inlier], focal)
+    return Verification(
+        matches=len(iq),
+        inliers=n_inliers,
+        verified=n_inliers >= config.min_inliers,
+        rotation=R,
+        translation=t,
+        pure_rotation=False,
+        rotation_covariance=_rotation_covariance(residual_fn, 5, n_inliers),
+    )
+
+
+def _fit_rotation(pq: np.ndarray, pc: np.ndarray, threshold: float, confidence: float):
+    """RANSAC over the rotation-only model ``x_c ~ R x_q`` (2-point Kabsch on bearing vectors).
+
+    A general homography would also fit pure rotation, but its 8 DoF absorb noise into
+    perspective terms that are not a rotation; solving for R directly keeps 3 DoF.
+    Returns ``(R, inlier mask)`` (R refined on all inliers).
+    """
+    transfer_threshold = threshold * TRANSFER_THRESHOLD_SCALE
+    bq, bc = _bearings(pq), _bearings(pc)
+    rng = np.random.default_rng(0)  # deterministic: the same pair always gives the same answer
+    best_R, best_inlier, iterations, i = np.eye(3), np.zeros(len(pq), bool), ROTATION_RANSAC_MAX_ITERS, 0
+    while i < iterations:
+        sample = rng.choice(len(pq), 2, replace=False)
+        R = _kabsch(bq[sample], bc[sample])
+        inlier = np.linalg.norm(_rotate_project(R, pq) - pc, axis=1) < transfer_threshold
+        if inlier.sum() > best_inlier.sum():
+            best_R, best_inlier = R, inlier
+            share = inlier.mean()
+            iterations = min(iterations, int(np.ceil(np.log(1 - confidence) / np.log(max(1 - share**2, 1e-12)))))
+        i += 1
+    if best_inlier.sum() < 2:
+        return best_R, best_inlier
+    R = _kabsch(bq[best_inlier], bc[best_inlier])
+    return R, np.linalg.norm(_rotate_project(R, pq) - pc, axis=1) < transfer_threshold
+
+
+def _bearings(points: np.ndarray) -> np.ndarray:
+    rays = np.hstack([points, np.ones((len(points), 1))])
+    return rays / np.linalg.norm(rays, axis=1, keepdims=True)
+
+
+def _kabsch(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Rotation R minimising sum ||b_i - R a_i||^2 (unit vectors)."""
+    U, _, Vt = np.linalg.svd(b.T @ a)
+    return U @ np.diag([1, 1, np.linalg.det(U @ Vt)]) @ Vt
+
+
+def _rotation_covariance(residual_fn, n_params: int, n_residual_points: int) -> np.ndarray | None:
+    """``sigma^2 (J^T J)^+`` over all pose parameters, rotation block (first 3) returned."""
+    r0 = residual_fn(np.zeros(n_params))
+    dof = len(r0) - n_params
+    if n_residual_points < MIN_MATCHES_FOR_POSE or dof < 1:
+        return None
+    step = 1e-6
+    J = np.stack([(residual_fn(step * np.eye(n_params)[i]) - r0) / step for i in range(n_params)], axis=1)
+    sigma2 = float(r0 @ r0) / dof
+    # pinv: near-degenerate motions leave the translation direction unobservable
+    return (sigma2 * np.linalg.pinv(J.T @ J))[:3, :3]
+
+
+def _essential_residual_fn(R, t, pq, pc, focal):
+    """Sampson errors (px) as a function of (rotation perturbation, 2 translation-direction offsets)."""
+    b1, b2 = _tangent_basis(t)
+
+    def residuals(params: np.ndarray) -> np.ndarray:
+        R_ = cv2.Rodrigues(params[:3])[0] @ R
+        t_ = t + params[3] * b1 + params[4] * b2
+        return _sampson_px(R_, t_ / np.linalg.norm(t_), pq, pc, focal)
+
+    return residuals
+
+
+def _rotation_residual_fn(R, pq, pc, focal):
+    """Transfer errors (px, x and y stacked) as a function of a rotation perturbation."""
+
+    def residuals(params: np.ndarray) -> np.ndarray:
+        return focal * (_rotate_project(cv2.Rodrigues(params)[0] @ R, pq) - pc).ravel()
+
+    return residuals
+
+
+def rotation_angle_deg(R: np.ndarray) -> float:
+    return float(np.degrees(np.linalg.norm(cv2.Rodrigues(R)[0])))
+
+
+def _normalise(points_px: np.ndarray, k: CameraIntrinsics) -> np.ndarray:
+    return np.stack([(points_px[:, 0] - k.cx) / k.fx, (points_px[:, 1] - k.cy) / k.fy], axis=1).astype(np.float64)
+
+
+def _rotate_project(R: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Normalised points -> rotated by R -> back to normalised image coordinates."""
+    rays = np.hstack([points, np.ones((len(points), 1))]) @ R.T
+    return rays[:, :2] / rays[:, 2:3]
+
+
+def _sampson_px(R: np.ndarray, t: np.ndarray, pq: np.ndarray, pc: np.ndarray, focal: float) -> np.ndarray:
+    """Signed Sampson distance of each correspondence to E = [t]x R, in pixels."""
+    tx = np.array([[0, -t[2], t[1]], [t[2], 0, -t[0]], [-t[1], t[0], 0]])
+    E = tx @ R
+    xq = np.hstack([pq, np.ones((len(pq), 1))])
+    xc = np.hstack([pc, np.ones((len(pc), 1))])
+    Exq = xq @ E.T  # epipolar lines in the candidate image
+    Etxc = xc @ E  # epipolar lines in the query image
+    algebraic = np.sum(xc * Exq, axis=1)
+    denom = np.sqrt(Exq[:, 0] ** 2 + Exq[:, 1] ** 2 + Etxc[:, 0] ** 2 + Etxc[:, 1] ** 2)
+    return focal * algebraic / np.maximum(denom, 1e-12)
+
+
+def _tangent_basis(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    helper = np.eye(3)[np.argmin(np.abs(t))]
+    b1 = np.cross(t, helper)
+    b1 /= np.linalg.norm(b1)
+    return b1, np.cross(t, b1)

@@ -1,0 +1,191 @@
+"""Loop-closure decisions over a map database: threshold, recency exclusion, consistency.
+
+``LoopDetector.detect`` takes one query (global descriptor + capture stamp, optionally
+ORB features) and returns the candidates that pass the rules, best first, plus whether
+the temporal-consistency rule fired:
+
+1. Retrieval: the top ``top_k`` keyframes by cosine similarity (``MapDatabase.query``).
+   With ``exclude_recent`` (mapping mode) keyframes stamped later than
+   ``query stamp - exclude_recent_s`` are ignored: a robot always "matches" the frames
+   it has just seen. A localization map comes from an earlier session, so nothing is
+   excluded there.
+2. Threshold: candidates scoring below ``score_threshold`` are dropped.
+3. Geometric verification (``verification`` = annotate | require, needs query features
+   and keyframes stored with features): each candidate is checked with
+   ``geometry.verify``; ``require`` drops unverified candidates, ``annotate`` keeps them.
+   Verified candidates are ranked before unverified ones, then by score.
+4. Temporal consistency: a loop closure is accepted after ``consistency_k`` consecutive
+   queries whose best candidates agree. Two best candidates agree when their map ids
+   differ by at most ``consistency_window``: ids are sequential in keyframe order, so a
+   robot driving along a previously mapped stretch matches keyframes whose ids grow
+   roughly one per query; the window absorbs differing speeds and keyframe spacing
+   between the two passes. A query without candidates breaks the streak.
+   ``consistency_k = 1`` accepts every detection.
+
+Which frames get that far: ``KeyframeSelector`` (stamp time and distance since the last
+keyframe) and ``PoseBuffer`` (the odometry pose nearest an image's stamp).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from .config import ConfigError
+from .geometry import CameraIntrinsics, GeometryConfig, LocalFeatures, Verification, verify
+from .map_database import MapDatabase
+
+NS_PER_S = 1_000_000_000
+
+
+@dataclass
+class LoopClosureConfig:
+    # candidates retrieved per query
+    top_k: int = 5
+    # minimum cosine similarity of a candidate, in [-1, 1]
+    score_threshold: float = 0.5
+    # mapping mode: ignore keyframes newer than query stamp - exclude_recent_s
+    exclude_recent_s: float = 30.0
+    # consecutive agreeing queries needed to accept a loop closure (1 = every detection)
+    consistency_k: int = 1
+    # best candidates of consecutive queries agree when their map ids differ by <= this
+    consistency_window: int = 3
+    # geometric verification: off | annotate (fill in inliers/pose) | require (drop unverified)
+    verification: Literal["off", "annotate", "require"] = "off"
+    geometry: GeometryConfig = field(default_factory=GeometryConfig)
+
+    def __post_init__(self):
+        if self.top_k < 1:
+            raise ConfigError(f"top_k must be >= 1, got {self.top_k}")
+        if not -1.0 <= self.score_threshold <= 1.0:
+            raise ConfigError(f"score_threshold is a cosine similarity and must be in [-1, 1], got {self.score_threshold}")
+        if self.exclude_recent_s < 0:
+            raise ConfigError(f"exclude_recent_s must be >= 0, got {self.exclude_recent_s}")
+        if self.consistency_k < 1:
+            raise ConfigError(f"consistency_k must be >= 1, got {self.consistency_k}")
+        if self.consistency_window < 0:
+            raise ConfigError(f"consistency_window must be >= 0, got {self.consistency_window}")
+        if self.verification not in ("off", "annotate", "require"):
+            raise ConfigError(f"verification must be off, annotate or require, got {self.verification!r}")
+
+
+@dataclass
+class Candidate:
+    map_id: int
+    score: float
+    verification: Verification | None = None  # None: verification not run for this candidate
+
+
+@dataclass
+class Detection:
+    candidates: list[Candidate]  # passed all rules, best first (empty: nothing passed)
+    streak: int  # consecutive agreeing queries including this one (0 without candidates)
+    consistent: bool  # streak >= consistency_k
+
+    @property
+    def loop_closed(self) -> bool:
+        return self.consistent and bool(self.candidates)
+
+
+class LoopDetector:
+    def __init__(self, db: MapDatabase, config: LoopClosureConfig, intrinsics: CameraIntrinsics | None = None):
+        self.db = db
+        self.config = config
+        self.intrinsics = intrinsics  # None: geometry.default_intrinsics per image size
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the consistency history (after a map reset or a jump back in time)."""
+        self._streak = 0
+        self._last_best: int | None = None
+
+    def detect(
+        self,
+        descriptor: np.ndarray,
+        stamp_ns: int,
+        exclude_recent: bool,
+        features: LocalFeatures | None = None,
+    ) -> Detection:
+        cfg = self.config
+        cutoff = stamp_ns - round(cfg.exclude_recent_s * NS_PER_S) if exclude_recent else None
+        hits = self.db.query(descriptor, cfg.top_k, exclude_newer_than_ns=cutoff)
+        candidates = [Candidate(i, s) for i, s in hits if s >= cfg.score_threshold]
+        if cfg.verification != "off" and features is not None:
+            candidates = self._verify(candidates, features)
+        return Detection(candidates, *self._update_consistency(candidates))
+
+    def _verify(self, candidates: list[Candidate], features: LocalFeatures) -> list[Candidate]:
+        for c in candidates:
+            stored = self.db.keyframe(c.map_id).features
+            if stored is not None:  # keyframes added without features cannot be verified
+                c.verification = verify(features, stored, self.config.geometry, self.intrinsics)
+        if self.config.verification == "require":
+            candidates = [c for c in candidates if c.verification is not None and c.verification.verified]
+        # stable sort: verified first, score order (already best first) within each group
+        return sorted(candidates, key=lambda c: not (c.verification is not None and c.verification.verified))
+
+    def _update_consistency(self, candidates: list[Candidate]) -> tuple[int, bool]:
+        if not candidates:
+            self.reset()
+            return 0, False
+        best = candidates[0].map_id
+        agrees = self._last_best is not None and abs(best - self._last_best) <= self.config.consistency_window
+        self._streak = self._streak + 1 if agrees else 1
+        self._last_best = best
+        return self._streak, self._streak >= self.config.consistency_k
+
+
+class KeyframeSelector:
+    """Which incoming frames become queries/keyframes: enough time (stamp) and distance since the last.
+
+    Uses message stamps, not the wall clock, so bag replay with use_sim_time behaves
+    like the live run. ``position`` is None when no odometry is associated with the frame;
+    then only the time rule applies.
+    """
+
+    def __init__(self, min_interval_s: float, min_distance_m: float):
+        self.min_interval_ns = round(min_interval_s * NS_PER_S)
+        self.min_distance_m = min_distance_m
+        self.reset()
+
+    def reset(self) -> None:
+        self.last_stamp_ns: int | None = None
+        self._last_position: np.ndarray | None = None
+
+    def accepts(self, stamp_ns: int, position: np.ndarray | None) -> bool:
+        if self.last_stamp_ns is None:
+            return True
+        if stamp_ns - self.last_stamp_ns < self.min_interval_ns:
+            return False
+        if self.min_distance_m > 0 and position is not None and self._last_position is not None:
+            return float(np.linalg.norm(position - self._last_position)) >= self.min_distance_m
+        return True
+
+    def commit(self, stamp_ns: int, position: np.ndarray | None) -> None:
+        """Record a frame that was actually processed (a frame that failed to decode is not a keyframe)."""
+        self.last_stamp_ns = stamp_ns
+        self._last_position = None if position is None else np.asarray(position, np.float64)
+
+
+class PoseBuffer:
+    """Recent odometry poses by stamp; an image takes the nearest one within ``max_offset_s``."""
+
+    def __init__(self, max_offset_s: float, capacity: int = 1000):
+        self.max_offset_ns = round(max_offset_s * NS_PER_S)
+        self._entries: deque[tuple[int, np.ndarray]] = deque(maxlen=capacity)
+        self._lock = threading.Lock()  # odometry arrives on the executor thread, lookups on the worker
+
+    def add(self, stamp_ns: int, pose7: np.ndarray) -> None:
+        with self._lock:
+            self._entries.append((stamp_ns, np.asarray(pose7, np.float64)))
+
+    def pose_at(self, stamp_ns: int) -> np.ndarray | None:
+        with self._lock:
+            if not self._entries:
+                return None
+            offset, pose = min(((abs(s - stamp_ns), p) for s, p in self._entries), key=lambda e: e[0])
+        return pose if offset <= self.max_offset_ns else None

@@ -1,0 +1,415 @@
+"""StructVPR loop-closure node: images in, loop-closure candidates out.
+
+Run:  python -m structvpr_ros.node --ros-args --params-file config/structvpr.yaml [-p key:=value]
+      (or the ``structvpr_node`` console script / launch/structvpr.launch.py on a ROS 2 install)
+
+Parameters: structvpr_ros/node_config.py (all of them, with defaults and checks) and
+config/structvpr.yaml (the same, commented). An invalid value, a model that cannot be
+loaded or a map built with another model make the node refuse to start with a message
+naming the parameter.
+
+Data flow. Image callbacks only stash the newest frame: a frame still waiting when the
+next one arrives is dropped (counted), so nothing ever queues up behind a slow encoder.
+A worker thread takes the newest frame and
+  1. keyframe selection (message stamps; with odometry also distance) — frames too close
+     to the last keyframe are skipped before they are even decoded;
+  2. decodes it (invalid messages are counted, logged throttled and skipped);
+  3. encodes it, queries the map (``structvpr_core.loop_closure``: top-k, threshold,
+     recency exclusion in mapping mode, optional geometric verification, temporal
+     consistency);
+  4. mapping mode: adds it to the map as a keyframe (after the query, so it never
+     matches itself); localization mode: the map stays as loaded;
+  5. publishes ``~/loop_closure`` for every processed query — its candidates are the
+     ones that passed every rule once the consistency rule fired, otherwise empty — and,
+     for an accepted loop closure, ``~/loop_closure_lio_sam``, ``~/relocalization``
+     (localization mode, matched keyframe with a pose) and ``~/markers`` (query and
+     match poses known).
+``query_id`` is the map id the query gets (mapping) or the node's query count
+(localization). Every per-query output has ``header.stamp`` = the image stamp.
+
+Services: ``~/save_map`` (atomic write to ``map_dir``), ``~/reset_map`` (mapping mode).
+``/diagnostics`` every ``diagnostics_period_s`` of wall time: rates, latency (message
+received -> outputs published), encoder time, dropped / invalid / skipped frames, map size.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import faiss
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseWithCovarianceStamped
+from nav_msgs.msg import Odometry
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.clock import Clock, ClockType
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Float64MultiArray, Header
+from std_srvs.srv import Trigger
+from structvpr_msgs.msg import LoopClosure
+from visualization_msgs.msg import MarkerArray
+
+from structvpr_core.config import ConfigError
+from structvpr_core.geometry import extract_features
+from structvpr_core.loop_closure import KeyframeSelector, LoopDetector, PoseBuffer
+from structvpr_core.map_database import MapDatabase, MapError, ModelIdentity
+from structvpr_ros import outputs
+from structvpr_ros.image_conversion import ImageConversionError, message_to_rgb
+from structvpr_ros.node_config import NODE_NAME, config_from_parameters, parameter_defaults
+
+LOG_THROTTLE_S = 5.0
+OUTPUT_QOS = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
+
+
+class StartupError(RuntimeError):
+    """The node cannot start: bad parameter, model or map (the message says which)."""
+
+
+@dataclass
+class _Frame:
+    msg: Image | CompressedImage
+    received: float  # time.monotonic() in the callback, for the latency figure
+    received_ros_ns: int  # node clock (sim time with use_sim_time) in the callback, for unstamped images
+
+
+@dataclass
+class _Stats:
+    """Counters since start (totals) and sums since the last diagnostics message (period_*).
+
+    Updated from the image callback, the worker and the diagnostics timer: always via
+    ``add`` / ``take_period`` (one lock).
+    """
+
+    received: int = 0
+    processed: int = 0
+    dropped: int = 0
+    invalid: int = 0
+    skipped: int = 0
+    errors: int = 0
+    loop_closures: int = 0
+    period_received: int = 0
+    period_processed: int = 0
+    period_dropped: int = 0
+    period_invalid: int = 0
+    period_latency_ms_sum: float = 0.0
+    period_latency_ms_max: float = 0.0
+    period_encoder_ms_sum: float = 0.0
+
+    def __post_init__(self):
+        self._lock = threading.Lock()
+
+    def add(self, **increments) -> None:
+        with self._lock:
+            for name, value in increments.items():
+                setattr(self, name, getattr(self, name) + value)
+                if name in ("received", "processed", "dropped", "invalid"):
+                    setattr(self, f"period_{name}", getattr(self, f"period_{name}") + value)
+
+    def add_timing(self, latency_ms: float, encoder_ms: float) -> None:
+        with self._lock:
+            self.period_latency_ms_sum += latency_ms
+            self.period_latency_ms_max = max(self.period_latency_ms_max, latency_ms)
+            self.period_encoder_ms_sum += encoder_ms
+
+    def take_period(self) -> dict[str, float]:
+        """All counters, then the period sums start again from zero."""
+        with self._lock:
+            snapshot = {f.name: getattr(self, f.name) for f in fields(self)}
+            for f in fields(self):
+                if f.name.startswith("period_"):
+                    setattr(self, f.name, f.default)
+        return snapshot
+
+
+class StructVPRNode(Node):
+    def __init__(self, **node_kwargs):
+        super().__init__(NODE_NAME, **node_kwargs)
+        try:
+            self.config = self._declare_and_read_parameters()
+            self._load_model_and_map()
+        except (ConfigError, OSError, ValueError, RuntimeError) as e:
+            self.get_logger().fatal(f"refusing to start: {e}")
+            self.destroy_node()
+            raise StartupError(str(e)) from None
+        cfg = self.config
+        self.detector = LoopDetector(self.db, cfg.loop_closure_config(), cfg.intrinsics())
+        self.keyframes = KeyframeSelector(cfg.keyframe_min_interval_s, cfg.keyframe_min_distance_m)
+        self.poses = PoseBuffer(cfg.odom_max_offset_s)
+        self.stats = _Stats()
+        self._query_count = 0
+        self._map_lock = threading.RLock()  # worker (query + add) vs save/reset services
+        self._frame_ready = threading.Condition()
+        self._pending: _Frame | None = None
+        self._stopping = False
+        self._setup_ros_interfaces()
+        self._worker = threading.Thread(target=self._work, name="structvpr_worker", daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f"ready: mode {cfg.mode}, model {self.db.model.describe()} on {self.device}, "
+            f"map {len(self.db)} keyframes{f' from {cfg.map_dir}' if len(self.db) else ''}, "
+            f"images on '{cfg.image_topic or '-'}' / compressed '{cfg.compressed_topic or '-'}'")
+
+    # --- startup ------------------------------------------------------------------------
+    def _declare_and_read_parameters(self):
+        values = {}
+        for name, (default, help_text) in parameter_defaults().items():
+            # dynamic typing: the value's type is checked by NodeConfig, with a message naming it
+            descriptor = ParameterDescriptor(description=help_text, dynamic_typing=True)
+            values[name] = self.declare_parameter(name, default, descriptor).value
+        # rclpy silently ignores overrides nobody declares; a typo deserves a warning
+        # (rclpy has no public accessor for the overrides, hence the private attribute)
+        unknown = sorted(name for name in self._parameter_overrides if not self.has_parameter(name))
+        if unknown:
+            self.get_logger().warning(f"ignoring unknown parameter(s) {unknown} (misspelt? see config/structvpr.yaml)")
+        return config_from_parameters(values)
+
+    def _load_model_and_map(self) -> None:
+        # imported here, not at the top: torch takes seconds to import, and a node with a
+        # bad parameter should say so at once
+        from structvpr_core.encoder import load_encoder, pick_device
+
+        cfg = self.config
+        try:
+            self.device = pick_device(cfg.device)
+        except RuntimeError as e:  # CUDA requested but missing
+            raise ConfigError(f"device: {e}") from None
+        try:
+            self.encoder = load_encoder(cfg.model, str(self.device), cfg.input_size)
+        except (FileNotFoundError, ValueError) as e:
+            raise ConfigError(f"model: {e}") from None
+        identity = ModelIdentity.of_encoder(self.encoder, cfg.model)
+        map_dir = Path(cfg.map_dir) if cfg.map_dir else None
+        if map_dir is not None and (map_dir / "meta.json").is_file():
+            try:
+                self.db = MapDatabase.load(map_dir, expect_model=identity)
+            except MapError as e:
+                raise ConfigError(f"map_dir: {e}") from None
+            self._warn_if_unverifiable()
+        elif cfg.mode == "localization":
+            raise ConfigError(f"map_dir: localization mode needs an existing map, but {map_dir} holds none")
+        elif map_dir is not None and map_dir.exists() and (not map_dir.is_dir() or any(map_dir.iterdir())):
+            raise ConfigError(f"map_dir: {map_dir} exists and is not a map directory (no meta.json)")
+        else:
+            self.db = MapDatabase(identity)
+
+    def _warn_if_unverifiable(self) -> None:
+        if self.config.verification == "off":
+            return
+        missing = sum(self.db.keyframe(i).features is None for i in range(len(self.db)))
+        if missing:
+            self.get_logger().warning(
+                f"verification '{self.config.verification}': {missing} of {len(self.db)} map keyframes have no "
+                f"ORB features and cannot be verified (build the map with --with-features)")
+
+    def _setup_ros_interfaces(self) -> None:
+        cfg = self.config
+        reliability = (QoSReliabilityPolicy.RELIABLE if cfg.qos_reliability == "reliable"
+                       else QoSReliabilityPolicy.BEST_EFFORT)
+        image_qos = QoSProfile(depth=cfg.qos_depth, history=QoSHistoryPolicy.KEEP_LAST, reliability=reliability)
+        if cfg.image_topic:
+            self.create_subscription(Image, cfg.image_topic, self._on_image, image_qos)
+        if cfg.compressed_topic:
+            self.create_subscription(CompressedImage, cfg.compressed_topic, self._on_image, image_qos)
+        if cfg.odom_topic:
+            self.create_subscription(Odometry, cfg.odom_topic, self._on_odometry, QoSProfile(depth=50))
+        self.pub_loop = self.create_publisher(LoopClosure, "~/loop_closure", OUTPUT_QOS)
+        self.pub_lio_sam = self.create_publisher(Float64MultiArray, "~/loop_closure_lio_sam", OUTPUT_QOS)
+        self.pub_reloc = self.create_publisher(PoseWithCovarianceStamped, "~/relocalization", OUTPUT_QOS)
+        self.pub_markers = self.create_publisher(MarkerArray, "~/markers", OUTPUT_QOS)
+        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", OUTPUT_QOS)
+        self.create_service(Trigger, "~/save_map", self._on_save_map)
+        self.create_service(Trigger, "~/reset_map", self._on_reset_map)
+        # wall clock on purpose: diagnostics report compute rates, and a paused bag must not stop them
+        self._last_diag = time.monotonic()
+        self.create_timer(cfg.diagnostics_period_s, self._publish_diagnostics,
+                          clock=Clock(clock_type=ClockType.STEADY_TIME))
+
+    # --- callbacks (short: stash and return) -----------------------------------------------
+    def _on_image(self, msg: Image | CompressedImage) -> None:
+        with self._frame_ready:
+            stale = self._pending is not None  # the worker is busy: the older frame is stale
+            self.stats.add(received=1, dropped=int(stale))
+            self._pending = _Frame(msg, time.monotonic(), self.get_clock().now().nanoseconds)
+            self._frame_ready.notify()
+
+    def _on_odometry(self, msg: Odometry) -> None:
+        p, q = msg.pose.pose.position, msg.pose.pose.orientation
+        self.poses.add(outputs.stamp_to_ns(msg.header.stamp), np.array([p.x, p.y, p.z, q.x, q.y, q.z, q.w]))
+
+    def _on_save_map(self, request, response):
+        if not self.config.map_dir:
+            response.success, response.message = False, "map_dir is empty: nowhere to save the map"
+            return response
+        try:
+            with self._map_lock:
+                path, n = self.db.save(self.config.map_dir), len(self.db)
+            response.success, response.message = True, f"saved {n} keyframes to {path}"
+        except (OSError, MapError) as e:
+            response.success, response.message = False, f"saving the map to {self.config.map_dir} failed: {e}"
+        self.get_logger().info(response.message)
+        return response
+
+    def _on_reset_map(self, request, response):
+        if self.config.mode != "mapping":
+            response.success, response.message = False, "reset_map is refused in localization mode (fixed map)"
+            return response
+        with self._map_lock:
+            self.db.reset()
+            self.detector.reset()
+            self.keyframes.reset()
+        response.success, response.message = True, "map reset to 0 keyframes"
+        self.get_logger().info(response.message)
+        return response
+
+    # --- worker ----------------------------------------------------------------------------
+    def _work(self) -> None:
+        # OpenMP settings are per thread, so without this faiss would run every
+        # single-image query on all cores; waiting for that OpenMP team on a busy machine
+        # cost ~5-13 ms per query against ~0.1 ms single-threaded (20-keyframe map, 2 cores)
+        faiss.omp_set_num_threads(1)
+        while True:
+            with self._frame_ready:
+                while self._pending is None and not self._stopping:
+                    self._frame_ready.wait()
+                if self._stopping:
+                    return
+                frame, self._pending = self._pending, None
+            try:
+                self._process(frame)
+            except Exception:  # keep the node alive; a bug here must be visible, not fatal
+                self.stats.add(errors=1)
+                self.get_logger().error(f"processing a frame failed:\n{traceback.format_exc()}",
+                                        throttle_duration_sec=LOG_THROTTLE_S)
+
+    def _process(self, frame: _Frame) -> None:
+        cfg, header = self.config, frame.msg.header
+        stamp_ns = outputs.stamp_to_ns(header.stamp)
+        if stamp_ns == 0:  # some drivers leave stamps empty; the timing rules need one
+            self.get_logger().warning("image without stamp: using its arrival time (fix the camera driver)",
+                                      throttle_duration_sec=LOG_THROTTLE_S)
+            stamp_ns = frame.received_ros_ns
+            header = Header(stamp=outputs.ns_to_stamp(stamp_ns), frame_id=header.frame_id)
+        pose = self.poses.pose_at(stamp_ns) if cfg.odom_topic else None
+        position = None if pose is None else pose[:3]
+        mapping = cfg.mode == "mapping"
+        with self._map_lock:
+            if not self._is_keyframe(stamp_ns, position):
+                self.stats.add(skipped=1)
+                return
+            try:
+                rgb = message_to_rgb(frame.msg)
+            except ImageConversionError as e:
+                self.stats.add(invalid=1)
+                self.get_logger().warning(f"skipping invalid image: {e}", throttle_duration_sec=LOG_THROTTLE_S)
+                return
+            started = time.perf_counter()
+            descriptor = self.encoder.encode([rgb])[0]
+            encoder_ms = (time.perf_counter() - started) * 1e3
+            features = extract_features(rgb, cfg.max_features) if cfg.verification != "off" else None
+            query_id = len(self.db) if mapping else self._query_count
+            detection = self.detector.detect(descriptor, stamp_ns, exclude_recent=mapping, features=features)
+            if mapping:
+                self.db.add(descriptor, stamp_ns, header.frame_id, pose=pose, features=features)
+            self.keyframes.commit(stamp_ns, position)
+            self._query_count += 1
+            accepted = detection.candidates if detection.loop_closed else []
+            matches = [(c, self.db.keyframe(c.map_id)) for c in accepted]
+        self._publish(header, stamp_ns, query_id, pose, matches)
+        self.stats.add(processed=1, loop_closures=int(bool(matches)))
+        self.stats.add_timing((time.monotonic() - frame.received) * 1e3, encoder_ms)
+
+    def _is_keyframe(self, stamp_ns: int, position) -> bool:
+        if self.keyframes.last_stamp_ns is not None and stamp_ns < self.keyframes.last_stamp_ns:
+            self.get_logger().warning("image stamps jumped back in time (bag restarted?): "
+                                      "restarting keyframe selection and consistency")
+            self.keyframes.reset()
+            self.detector.reset()
+        return self.keyframes.accepts(stamp_ns, position)
+
+    def _publish(self, header: Header, stamp_ns: int, query_id: int, query_pose, matches) -> None:
+        cfg = self.config
+        self.pub_loop.publish(outputs.loop_closure_msg(header, query_id, matches))
+        if not matches:
+            return
+        best, keyframe = matches[0]
+        self.pub_lio_sam.publish(outputs.lio_sam_msg(stamp_ns, keyframe.stamp_ns))
+        if cfg.mode == "localization" and keyframe.pose is not None:
+            pose, covariance = outputs.relocalization_pose(
+                keyframe.pose, cfg.base_to_camera, best.verification,
+                cfg.relocalization_position_std_m, cfg.relocalization_orientation_std_rad)
+            self.pub_reloc.publish(outputs.relocalization_msg(header.stamp, cfg.map_frame, pose, covariance))
+        if query_pose is not None and keyframe.pose is not None:
+            verified = best.verification is not None and best.verification.verified
+            self.pub_markers.publish(
+                outputs.loop_markers(header.stamp, cfg.map_frame, query_id, query_pose, keyframe.pose, verified))
+
+    # --- diagnostics ---------------------------------------------------------------------------
+    def _publish_diagnostics(self) -> None:
+        now = time.monotonic()
+        elapsed, self._last_diag = max(now - self._last_diag, 1e-9), now
+        s = self.stats.take_period()
+        done = max(s["period_processed"], 1)
+        values = {
+            "input_rate_hz": s["period_received"] / elapsed,
+            "processed_rate_hz": s["period_processed"] / elapsed,
+            "latency_ms_mean": s["period_latency_ms_sum"] / done,
+            "latency_ms_max": s["period_latency_ms_max"],
+            "encoder_ms_mean": s["period_encoder_ms_sum"] / done,
+            "frames_received": s["received"],
+            "frames_processed": s["processed"],
+            "frames_dropped": s["dropped"],
+            "frames_invalid": s["invalid"],
+            "frames_skipped_not_keyframe": s["skipped"],
+            "processing_errors": s["errors"],
+            "loop_closures": s["loop_closures"],
+            "map_size": len(self.db),
+            "mode": self.config.mode,
+        }
+        problems = []
+        if s["period_dropped"]:
+            problems.append(f"{s['period_dropped']} frames dropped (processing slower than input)")
+        if s["period_invalid"]:
+            problems.append(f"{s['period_invalid']} invalid image messages")
+        self.pub_diag.publish(outputs.diagnostics_msg(self.get_clock().now().to_msg(), NODE_NAME, values, problems))
+
+    # --- shutdown -----------------------------------------------------------------------------
+    def destroy_node(self) -> None:
+        worker = getattr(self, "_worker", None)
+        if worker is not None:
+            with self._frame_ready:
+                self._stopping = True
+                self._frame_ready.notify()
+            worker.join()
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> int:
+    rclpy.init(args=args)
+    try:
+        node = StructVPRNode()
+    except StartupError:  # already logged as FATAL with the reason
+        rclpy.try_shutdown()
+        return 2
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""Every parameter of the loop-closure node, in one dataclass: name, default, help, validation.
+
+The node declares one ROS parameter per field (same name, the field's default, the
+``help`` text as its description), reads them back and builds ``NodeConfig`` with
+``config.from_dict``. Any invalid value raises ``ConfigError`` naming the parameter,
+and the node refuses to start. ``config/structvpr.yaml`` lists the same parameters
+(a test checks both directions).
+
+No rclpy import here: the config can be built and validated without ROS.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Literal
+
+from structvpr_core.config import ConfigError, from_dict
+from structvpr_core.geometry import CameraIntrinsics, GeometryConfig
+from structvpr_core.loop_closure import LoopClosureConfig
+
+NODE_NAME = "structvpr_node"
+# ROS base_link (x forward, y left, z up) -> camera optical frame (z forward, x right, y down)
+OPTICAL_FRAME_IN_BASE = (0.0, 0.0, 0.0, -0.5, 0.5, -0.5, 0.5)
+
+
+def _p(default, help: str):
+    """A parameter: dataclass field with its default and the description ROS tools show."""
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda: list(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class NodeConfig:
+    # --- model ---------------------------------------------------------------------
+    model: str = _p("raw-pixel", "descriptor model: checkpoint file, or baseline raw-pixel | random-mobilenetv2")
+    input_width: int = _p(0, "image width fed to the network, 0 = the model's own input size")
+    input_height: int = _p(0, "image height fed to the network, 0 = the model's own input size")
+    device: Literal["auto", "cpu", "cuda"] = _p("auto", "torch device: auto (cuda when available) | cpu | cuda")
+    # --- mode and map --------------------------------------------------------------
+    mode: Literal["mapping", "localization"] = _p(
+        "mapping", "mapping: query then add keyframes | localization: query a fixed map, never add")
+    map_dir: str = _p("", "map directory: loaded at start if it exists, written by ~/save_map; empty = in-memory map")
+    # --- inputs --------------------------------------------------------------------
+    image_topic: str = _p("image", "sensor_msgs/Image topic, empty = off")
+    compressed_topic: str = _p("", "sensor_msgs/CompressedImage topic, empty = off")
+    odom_topic: str = _p("", "nav_msgs/Odometry topic for keyframe poses and distance-based keyframes, empty = off")
+    qos_reliability: Literal["reliable", "best_effort"] = _p(
+        "reliable", "image subscription reliability (best_effort loses most large images)")
+    qos_depth: int = _p(2, "image subscription queue depth; the node only ever processes the newest frame")
+    # --- keyframe selection (message stamps, so it works with use_sim_time) -----------
+    keyframe_min_interval_s: float = _p(0.5, "process a frame only if this long (stamp time) after the last keyframe")
+    keyframe_min_distance_m: float = _p(0.0, "with odometry: also require moving this far since the last keyframe")
+    odom_max_offset_s: float = _p(0.1, "an image takes the odometry pose nearest its stamp if within this offset")
+    # --- loop closure (structvpr_core.loop_closure) ---------------------------------
+    top_k: int = _p(5, "candidates retrieved per query")
+    score_threshold: float = _p(0.5, "minimum cosine similarity of a candidate, in [-1, 1]")
+    exclude_recent_s: float = _p(30.0, "mapping mode: ignore keyframes newer than query stamp minus this")
+    consistency_k: int = _p(1, "consecutive agreeing queries needed before a loop closure is published")
+    consistency_window: int = _p(3, "best candidates of consecutive queries agree if their map ids differ by <= this")
+    # --- geometric verification (structvpr_core.geometry) ---------------------------
+    verification: Literal["off", "annotate", "require"] = _p(
+        "off", "ORB + essential matrix check: off | annotate (report inliers, pose) | require (drop unverified)")
+    max_features: int = _p(1000, "ORB keypoints per image")
+    ratio_test: float = _p(0.8, "Lowe ratio test for ORB matches")
+    ransac_threshold_px: float = _p(1.5, "RANSAC epipolar distance threshold, pixels")
+    min_inliers: int = _p(30, "inliers needed for a candidate to count as verified")
+    camera_fx: float = _p(0.0, "intrinsics in pixels; 0 = guess (focal 1.2 x larger image side, centred)")
+    camera_fy: float = _p(0.0, "see camera_fx")
+    camera_cx: float = _p(0.0, "see camera_fx")
+    camera_cy: float = _p(0.0, "see camera_fx")
+    # --- outputs -------------------------------------------------------------------
+    map_frame: str = _p("map", "frame of odometry/keyframe poses: relocalization and marker frame_id")
+    base_to_camera: list[float] = _p(
+        OPTICAL_FRAME_IN_BASE, "camera optical frame in the odometry child frame: x y z qx qy qz qw")
+    relocalization_position_std_m: float = _p(
+        10.0, "relocalization position std: a place match says 'near this keyframe', not where exactly")
+    relocalization_orientation_std_rad: float = _p(
+        0.35, "relocalization orientation std without geometric verification")
+    diagnostics_period_s: float = _p(1.0, "period of /diagnostics (wall clock)")
+
+    def __post_init__(self):
+        if not self.model:
+            raise ConfigError("model must name a checkpoint file or a baseline (raw-pixel, random-mobilenetv2)")
+        if self.input_width < 0 or self.input_height < 0 or (self.input_width == 0) != (self.input_height == 0):
+            raise ConfigError(
+                f"input_width and input_height must both be 0 (model default) or both > 0, "
+                f"got {self.input_width}x{self.input_height}")
+        if self.mode == "localization" and not self.map_dir:
+            raise ConfigError("mode 'localization' needs map_dir: the fixed map to localise against")
+        if not self.image_topic and not self.compressed_topic:
+            raise ConfigError("image_topic and compressed_topic are both empty: the node would get no images")
+        if not 1 <= self.qos_depth <= 100:
+            raise ConfigError(f"qos_depth must be in 1..100, got {self.qos_depth}")
+        for name in ("keyframe_min_interval_s", "keyframe_min_distance_m"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("odom_max_offset_s", "relocalization_position_std_m",
+                     "relocalization_orientation_std_rad", "diagnostics_period_s"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        intrinsics = (self.camera_fx, self.camera_fy, self.camera_cx, self.camera_cy)
+        if any(intrinsics) and not (self.camera_fx > 0 and self.camera_fy > 0):
+            raise ConfigError(f"camera_fx and camera_fy must be > 0 when intrinsics are given, got {intrinsics}")
+        if len(self.base_to_camera) != 7 or not all(math.isfinite(v) for v in self.base_to_camera):
+            raise ConfigError(f"base_to_camera must be 7 finite numbers x y z qx qy qz qw, got {self.base_to_camera}")
+        if abs(math.sqrt(sum(v * v for v in self.base_to_camera[3:])) - 1) > 1e-3:
+            raise ConfigError(f"base_to_camera quaternion {self.base_to_camera[3:]} is not unit length")
+        if not self.map_frame:
+            raise ConfigError("map_frame must not be empty")
+        self.loop_closure_config()  # validates the loop-closure and geometry values (same names)
+
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        return (self.input_width, self.input_height) if self.input_width else None
+
+    def loop_closure_config(self) -> LoopClosureConfig:
+        geometry = GeometryConfig(max_features=self.max_features, ratio_test=self.ratio_test,
+                                  ransac_threshold_px=self.ransac_threshold_px, min_inliers=self.min_inliers)
+        return LoopClosureConfig(top_k=self.top_k, score_threshold=self.score_threshold,
+                                 exclude_recent_s=self.exclude_recent_s, consistency_k=self.consistency_k,
+                                 consistency_window=self.consistency_window, verification=self.verification,
+                                 geometry=geometry)
+
+    def intrinsics(self) -> CameraIntrinsics | None:
+        if not self.camera_fx:
+            return None
+        return CameraIntrinsics(self.camera_fx, self.camera_fy, self.camera_cx, self.camera_cy)
+
+
+def parameter_defaults() -> dict[str, tuple[object, str]]:
+    """``{name: (default, help)}`` for every parameter, in declaration order."""
+    return {
+        f.name: (f.default_factory() if f.default_factory is not MISSING else f.default, f.metadata["help"])
+        for f in fields(NodeConfig)
+    }
+
+
+def config_from_parameters(values: dict) -> NodeConfig:
+    """Build and validate the config from ROS parameter values (``ConfigError`` names the parameter)."""
+    plain = {k: list(v) if not isinstance(v, (str, bytes)) and hasattr(v, "__len__") else v for k, v in values.items()}
+    try:
+        return from_dict(NodeConfig, plain)
+    except ConfigError as e:
+        raise ConfigError(f"invalid parameter: {e}") from None
