@@ -1,0 +1,458 @@
+"""The map database: global descriptors in a faiss index plus one record per keyframe.
+
+A keyframe record holds its id (int64, sequential from 0), capture stamp (ns), camera
+frame id, optional pose (x, y, z, qx, qy, qz, qw; a NaN row when unknown), optional
+ORB features (``geometry.LocalFeatures``: keypoints, descriptors, image size, so
+geometric verification still works after a reload) and an optional ``source`` string
+(the image file or bag message the keyframe came from, for humans and ground truth).
+
+The map remembers which model made its descriptors (``ModelIdentity``): descriptors of
+two different networks live in unrelated spaces, so loading a map with another model
+is refused with ``MapMismatchError`` instead of returning meaningless matches.
+
+On disk a map is a directory::
+
+    index.faiss     DescriptorIndex file (its own content hash)
+    keyframes.npz   ids, stamps_ns, poses, frame_ids, sources (no pickled objects)
+    features.npz    concatenated keypoints/descriptors + per-keyframe offsets
+    meta.json       format version, model identity, counts, sha256 of the files above
+
+``save`` writes a sibling temporary directory, fsyncs it, and only then swaps it in
+with renames, so a crash leaves either the previous map or the new one, never a half
+map (a crash mid-save may leave a ``.NAME.saving-*`` directory beside the map: never
+read, safe to delete). No ROS here: the node, the CLI tools and offline evaluation all share this class.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .geometry import ORB_DESCRIPTOR_BYTES, LocalFeatures
+from .retrieval import DescriptorIndex, IndexConfig
+
+FORMAT = "structvpr-map/1"
+FILES = ("index.faiss", "keyframes.npz", "features.npz")
+POSE_FIELDS = ("x", "y", "z", "qx", "qy", "qz", "qw")
+
+
+class MapError(ValueError):
+    """A map directory is missing, corrupt or inconsistent."""
+
+
+class MapMismatchError(MapError):
+    """A map was built with a different model than the one trying to use it."""
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """Which network made a set of descriptors.
+
+    Two identities are compatible when their dims and input sizes agree (the same
+    weights fed 640x480 or 64x32 images give unrelated descriptors) and, if both name a
+    checkpoint hash, the hashes agree (a renamed checkpoint is still the same model);
+    without hashes (baselines) the names must agree.
+    """
+
+    name: str
+    dim: int
+    checkpoint_sha256: str | None = None
+    input_size: tuple[int, int] | None = None  # (width, height) the network is fed; None = its own
+
+    def __post_init__(self):
+        if not self.name:
+            raise ValueError("model identity needs a non-empty name")
+        if int(self.dim) < 1:
+            raise ValueError(f"model identity dim must be >= 1, got {self.dim}")
+        if self.input_size is not None:
+            object.__setattr__(self, "input_size", tuple(int(v) for v in self.input_size))
+
+    @classmethod
+    def of_encoder(cls, encoder, spec: str) -> "ModelIdentity":
+        """Identity of ``structvpr_core.encoder.load_encoder(spec)``'s result.
+
+        For a checkpoint file the identity carries the checkpoint's weight hash (already
+        verified by ``load_encoder``); baselines have none.
+        """
+        size = getattr(encoder, "input_size", None)  # TorchEncoder; raw-pixel names its size
+        path = Path(spec)
+        if not path.is_file():
+            return cls(encoder.name, int(encoder.dim), None, size)
+        import torch  # only needed for checkpoints; keeps this module importable without torch
+
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        return cls(encoder.name, int(encoder.dim), str(payload["sha256"]), size)
+
+    def compatible_with(self, other: "ModelIdentity") -> bool:
+        if self.dim != other.dim or self.input_size != other.input_size:
+            return False
+        if self.checkpoint_sha256 and other.checkpoint_sha256:
+            return self.checkpoint_sha256 == other.checkpoint_sha256
+        return self.name == other.name and self.checkpoint_sha256 == other.checkpoint_sha256
+
+    def describe(self) -> str:
+        sha = f", checkpoint sha256 {self.checkpoint_sha256[:12]}" if self.checkpoint_sha256 else ""
+        size = f", input {self.input_size[0]}x{self.input_size[1]}" if self.input_size else ""
+        return f"'{self.name}' ({self.dim}-d{size}{sha})"
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "dim": int(self.dim), "checkpoint_sha256": self.checkpoint_sha256,
+                "input_size": list(self.input_size) if self.input_size else None}
+
+
+@dataclass(frozen=True)
+class Keyframe:
+    id: int
+    stamp_ns: int
+    frame_id: str
+    pose: np.ndarray | None  # (7,) float64 x y z qx qy qz qw, None when unknown
+    features: LocalFeatures | None
+    source: str = ""
+
+
+class MapDatabase:
+    def __init__(self, model: ModelIdentity, index_config: IndexConfig | None = None):
+        self.model = model
+        self._index_config = index_config or IndexConfig()
+        # the node may query from one callback thread while another adds or saves
+        self._lock = threading.RLock()
+        self.reset()
+
+    # --- building ---------------------------------------------------------------------
+    def reset(self) -> None:
+        """Forget every keyframe; ids start again at 0."""
+        with self._lock:
+            self.index = DescriptorIndex(self.model.dim, self._index_config)
+            self._set_records(np.empty(0, np.int64), np.empty((0, 7)), [], [], [])
+
+    def _set_records(self, stamps, poses, frame_ids, sources, features) -> None:
+        # stamps/poses live in arrays with spare capacity (doubling) so add() is amortised
+        # O(1); the public properties return views of the filled part.
+        self._count = len(stamps)
+        capacity = max(64, self._count)
+        self._stamps = np.zeros(capacity, np.int64)
+        self._poses = np.full((capacity, 7), np.nan)
+        self._stamps[: self._count] = stamps
+        self._poses[: self._count] = poses
+        self._frame_ids: list[str] = list(frame_ids)
+        self._sources: list[str] = list(sources)
+        self._features: list[LocalFeatures | None] = list(features)
+
+    def train(self, descriptors: np.ndarray) -> None:
+        """Fit an ivfpq index before the first ``add`` (no-op for the default flat index)."""
+        self.index.train(descriptors)
+
+    def add(self, descriptor: np.ndarray, stamp_ns: int, frame_id: str, pose=None,
+            features: LocalFeatures | None = None, source: str = "") -> int:
+        """Insert one keyframe; returns its id."""
+        return int(self.add_batch(np.asarray(descriptor)[None] if np.ndim(descriptor) == 1 else descriptor,
+                                  [stamp_ns], [frame_id], None if pose is None else [pose],
+                                  [features], [source])[0])
+
+    def add_batch(self, descriptors: np.ndarray, stamps_ns, frame_ids, poses=None,
+                  features=None, sources=None) -> np.ndarray:
+        """Insert N keyframes at once (one faiss call); returns their ids.
+
+        ``poses``: None, or N rows of 7 numbers / None (unknown). ``features``: None or
+        N ``LocalFeatures`` / None. ``sources``: None or N strings.
+        """
+        descriptors = np.asarray(descriptors)
+        n = len(descriptors)
+        stamps = [int(s) for s in stamps_ns]
+        frame_ids = [str(f) for f in frame_ids]
+        poses = [None] * n if poses is None else list(poses)
+        features = [None] * n if features is None else list(features)
+        sources = [""] * n if sources is None else [str(s) for s in sources]
+        lengths = {"stamps": len(stamps), "frame_ids": len(frame_ids), "poses": len(poses),
+                   "features": len(features), "sources": len(sources)}
+        wrong = {k: v for k, v in lengths.items() if v != n}
+        if wrong:
+            raise ValueError(f"add_batch: {n} descriptors but {wrong}")
+        pose_rows = np.array([_pose_row(p) for p in poses], np.float64).reshape(n, 7)
+        for f in features:
+            if f is not None and not isinstance(f, LocalFeatures):
+                raise ValueError(f"features must be LocalFeatures or None, got {type(f).__name__}")
+        if n and descriptors.ndim == 2 and descriptors.shape[1] != self.model.dim:
+            raise ValueError(f"descriptor dim {descriptors.shape[1]} does not match the map's model "
+                             f"{self.model.describe()}")
+        with self._lock:
+            start, end = self._count, self._count + n
+            ids = np.arange(start, end, dtype=np.int64)
+            self.index.add(descriptors, ids)  # validates shape, finiteness, L2 norm
+            if end > len(self._stamps):  # grow into new arrays; views handed out stay valid
+                capacity = max(end, 2 * len(self._stamps))
+                self._stamps = np.concatenate([self._stamps, np.zeros(capacity - len(self._stamps), np.int64)])
+                self._poses = np.concatenate([self._poses, np.full((capacity - len(self._poses), 7), np.nan)])
+            self._stamps[start:end] = stamps
+            self._poses[start:end] = pose_rows
+            self._frame_ids.extend(frame_ids)
+            self._sources.extend(sources)
+            self._features.extend(features)
+            self._count = end
+        return ids
+
+    # --- reading ----------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self._count
+
+    @property
+    def stamps_ns(self) -> np.ndarray:
+        """(N,) int64 capture stamps (read-only view)."""
+        view = self._stamps[: self._count]
+        view.flags.writeable = False
+        return view
+
+    @property
+    def poses(self) -> np.ndarray:
+        """(N, 7) float64 x y z qx qy qz qw, NaN rows where unknown (read-only view)."""
+        view = self._poses[: self._count]
+        view.flags.writeable = False
+        return view
+
+    def keyframe(self, keyframe_id: int) -> Keyframe:
+        i = int(keyframe_id)
+        with self._lock:
+            if not 0 <= i < self._count:
+                raise KeyError(f"no keyframe with id {keyframe_id} (map has ids 0..{self._count - 1})")
+            pose = self._poses[i].copy()
+            return Keyframe(i, int(self._stamps[i]), self._frame_ids[i],
+                            None if np.isnan(pose).any() else pose, self._features[i], self._sources[i])
+
+    def query(self, descriptor: np.ndarray, k: int, exclude_newer_than_ns: int | None = None) -> list[tuple[int, float]]:
+        """Top-``k`` keyframes by cosine similarity, best first, as ``(id, score)``.
+
+        ``exclude_newer_than_ns`` drops keyframes stamped later than that time (a robot
+        always matches the frames it just saw). The index is asked for ``k`` plus the
+        number of excluded keyframes, so exactly ``k`` results come back whenever at
+        least ``k`` keyframes are old enough (exact for the flat index).
+        """
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        with self._lock:
+            stamps = self.stamps_ns
+            n_excluded = 0
+            if exclude_newer_than_ns is not None:
+                n_excluded = int(np.count_nonzero(stamps > int(exclude_newer_than_ns)))
+            fetch = min(len(stamps), k + n_excluded)
+            if fetch - n_excluded <= 0:
+                return []
+            scores, ids = self.index.search(np.asarray(descriptor, np.float32).reshape(1, -1), fetch)
+        results = []
+        for i, s in zip(ids[0], scores[0]):
+            if i < 0:
+                break
+            if exclude_newer_than_ns is not None and stamps[i] > exclude_newer_than_ns:
+                continue
+            results.append((int(i), float(s)))
+            if len(results) == k:
+                break
+        return results
+
+    # --- persistence ------------------------------------------------------------------
+    def save(self, directory: str | Path) -> Path:
+        """Atomically write the map to ``directory`` (replacing a previous map there)."""
+        target = Path(directory).absolute()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists() and not (target / "meta.json").is_file() and any(target.iterdir()):
+            raise MapError(f"{target} exists and is not a map directory (no meta.json): refusing to replace it")
+        tmp = target.parent / f".{target.name}.saving-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        try:
+            with self._lock:
+                self._write_files(tmp)
+            _fsync_path(tmp)
+            _swap_in(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return target
+
+    def _write_files(self, out: Path) -> None:
+        self.index.save(out / "index.faiss")
+        n = len(self)
+        np.savez(out / "keyframes.npz", ids=np.arange(n, dtype=np.int64), stamps_ns=self.stamps_ns,
+                 poses=self.poses, frame_ids=np.array(self._frame_ids, dtype=np.str_).reshape(n),
+                 sources=np.array(self._sources, dtype=np.str_).reshape(n))
+        has = np.array([f is not None for f in self._features], bool).reshape(n)
+        counts = np.array([0 if f is None else len(f.keypoints) for f in self._features], np.int64)
+        present = [f for f in self._features if f is not None]
+        sizes = np.array([(0, 0) if f is None else f.image_size for f in self._features], np.int64).reshape(n, 2)
+        np.savez(out / "features.npz", has_features=has, image_sizes=sizes,
+                 offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+                 keypoints=np.concatenate([f.keypoints for f in present] + [np.empty((0, 2), np.float32)]),
+                 descriptors=np.concatenate([f.descriptors for f in present]
+                                            + [np.empty((0, ORB_DESCRIPTOR_BYTES), np.uint8)]))
+        for name in FILES:
+            _fsync_path(out / name)
+        meta = {
+            "format": FORMAT,
+            "model": self.model.to_json(),
+            "index_kind": self.index.kind,
+            "counts": {"keyframes": n, "with_pose": int((~np.isnan(self.poses).any(axis=1)).sum()),
+                       "with_features": int(has.sum())},
+            "sha256": {name: _sha256(out / name) for name in FILES},
+        }
+        (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        _fsync_path(out / "meta.json")
+
+    @classmethod
+    def load(cls, directory: str | Path, expect_model: ModelIdentity | None = None,
+             threads: int = 2) -> "MapDatabase":
+        """Read a map saved by ``save``; ``expect_model`` refuses maps made by another model."""
+        directory = Path(directory)
+        meta = _read_meta(directory)
+        try:
+            model = ModelIdentity(**meta["model"])
+        except (TypeError, ValueError) as e:
+            raise MapError(f"{directory}/meta.json: invalid model identity {meta.get('model')!r}: {e}") from None
+        if expect_model is not None and not model.compatible_with(expect_model):
+            raise MapMismatchError(
+                f"map {directory} was built with model {model.describe()}, but the model in use is "
+                f"{expect_model.describe()}: rebuild the map with this model (structvpr build-map) "
+                f"or run with the model the map was built with")
+        for name in FILES:
+            path = directory / name
+            if not path.is_file():
+                raise MapError(f"map {directory} is incomplete: {name} is missing")
+            if _sha256(path) != meta["sha256"].get(name):
+                raise MapError(f"map {directory}: {name} is corrupt (content hash differs from meta.json)")
+        index = DescriptorIndex.load(directory / "index.faiss", threads=threads)
+        keyframes = _load_npz(directory / "keyframes.npz", ("ids", "stamps_ns", "poses", "frame_ids", "sources"))
+        feats = _load_npz(directory / "features.npz", ("has_features", "image_sizes", "offsets", "keypoints", "descriptors"))
+        n = meta["counts"].get("keyframes")
+        if not isinstance(n, int) or n < 0:
+            raise MapError(f"{directory}/meta.json: invalid keyframe count {n!r}")
+        _check_consistent(directory, n, model, index, keyframes, feats)
+
+        off = feats["offsets"]
+        features = [
+            LocalFeatures(feats["keypoints"][off[i]:off[i + 1]], feats["descriptors"][off[i]:off[i + 1]],
+                          tuple(int(v) for v in feats["image_sizes"][i]))
+            if feats["has_features"][i] else None
+            for i in range(n)
+        ]
+        db = cls(model, index.config)
+        db.index = index
+        db._set_records(keyframes["stamps_ns"].astype(np.int64), keyframes["poses"].astype(np.float64),
+                        [str(s) for s in keyframes["frame_ids"]], [str(s) for s in keyframes["sources"]], features)
+        return db
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def _pose_row(pose) -> np.ndarray:
+    if pose is None:
+        return np.full(7, np.nan)
+    row = np.asarray(pose, np.float64).reshape(-1)
+    if row.shape != (7,):
+        raise ValueError(f"pose must be 7 numbers {POSE_FIELDS}, got shape {np.shape(pose)}")
+    if not np.isfinite(row).all():
+        raise ValueError(f"pose contains NaN/inf: {row.tolist()} (pass None for an unknown pose)")
+    return row
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # directories cannot be fsynced on every OS/filesystem
+    finally:
+        os.close(fd)
+
+
+def _swap_in(tmp: Path, target: Path) -> None:
+    """Make the complete map in ``tmp`` appear at ``target``, keeping any old map until then.
+
+    A directory cannot be renamed over a non-empty one, so the old map is first renamed
+    to a sibling; a crash between the two renames leaves both complete maps on disk and
+    ``load`` names the sibling to recover from.
+    """
+    old = None
+    if target.exists():
+        old = target.parent / f".{target.name}.previous-{uuid.uuid4().hex[:8]}"
+        os.rename(target, old)
+    try:
+        os.rename(tmp, target)
+    except BaseException:
+        if old is not None:
+            os.rename(old, target)
+        raise
+    _fsync_path(target.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _read_meta(directory: Path) -> dict:
+    if not directory.is_dir():
+        leftovers = sorted(directory.parent.glob(f".{directory.name}.previous-*")) if directory.parent.is_dir() else []
+        hint = f" (an interrupted save left the previous map at {leftovers[0]}: rename it to {directory})" if leftovers else ""
+        raise FileNotFoundError(f"map directory not found: {directory}{hint}")
+    path = directory / "meta.json"
+    if not path.is_file():
+        raise MapError(f"{directory} is not a map: meta.json is missing")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise MapError(f"{path}: corrupt ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise MapError(f"{path}: unsupported map format {found!r} (this version reads '{FORMAT}')")
+    for key in ("model", "counts", "sha256"):
+        if not isinstance(meta.get(key), dict):
+            raise MapError(f"{path}: missing or invalid '{key}'")
+    return meta
+
+
+def _load_npz(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [k for k in keys if k not in data.files]
+            if missing:
+                raise MapError(f"{path}: missing arrays {missing}")
+            return {k: data[k] for k in keys}
+    except MapError:
+        raise
+    except Exception as e:  # zipfile/npy errors on a damaged file
+        raise MapError(f"{path}: unreadable ({type(e).__name__}: {e})") from None
+
+
+def _check_consistent(directory: Path, n: int, model: ModelIdentity, index: DescriptorIndex,
+                      kf: dict[str, np.ndarray], feats: dict[str, np.ndarray]) -> None:
+    def fail(what: str):
+        raise MapError(f"map {directory} is inconsistent: {what}")
+
+    if index.dim != model.dim:
+        fail(f"index holds {index.dim}-d descriptors but meta.json says the model is {model.dim}-d")
+    if len(index) != n:
+        fail(f"index holds {len(index)} descriptors, meta.json counts {n} keyframes")
+    if not np.array_equal(np.sort(index.ids()), np.arange(n)) or not np.array_equal(kf["ids"], np.arange(n)):
+        fail("keyframe ids are not 0..N-1 in both the index and keyframes.npz")
+    shapes = {"stamps_ns": (n,), "poses": (n, 7), "frame_ids": (n,), "sources": (n,), "has_features": (n,),
+              "image_sizes": (n, 2), "offsets": (n + 1,)}
+    for key, shape in shapes.items():
+        arr = kf.get(key, feats.get(key))
+        if arr.shape != shape:
+            fail(f"'{key}' has shape {arr.shape}, expected {shape}")
+    off = feats["offsets"]
+    if off[0] != 0 or (np.diff(off) < 0).any() or off[-1] != len(feats["keypoints"]) or off[-1] != len(feats["descriptors"]):
+        fail("features.npz offsets do not match its keypoint/descriptor arrays")
+    if feats["keypoints"].dtype != np.float32 or feats["descriptors"].dtype != np.uint8:
+        fail("features.npz keypoints must be float32 and descriptors uint8")

@@ -1,0 +1,574 @@
+"""``structvpr replay``: play a rosbag2 into the live node and score the loop closures it publishes.
+
+What happens:
+1. The bag is indexed (image stamps, odometry poses) with rosbags.
+2. The real ``StructVPRNode`` starts in localization mode against ``--map`` — in this
+   process on its own executor thread (default), or as a separate process
+   (``--separate-process``, ``python -m structvpr_ros.node``) — with ``--params``
+   plus the overrides listed below.
+3. The bag's image and odometry messages are published on their topics (RELIABLE QoS,
+   the bag's CDR bytes as they are, like ``ros2 bag play``), each preceded by
+   ``/clock`` (rosgraph_msgs/Clock) at the message's bag time; the node runs with
+   ``use_sim_time``. Every ``LoopClosure`` on ``/structvpr_node/loop_closure`` is
+   recorded and matched to its image by stamp.
+4. Metrics against ground truth: from poses (the bag's odometry at each image stamp vs
+   the map keyframes' poses; a candidate is correct when within ``--gt-radius``), or
+   from a ground-truth CSV ``query_stamp_ns,map_id`` (one row per correct pair).
+   Reported: Recall@N (N up to the node's top_k), the precision-recall curve over the
+   top-1 candidate score with its AUC (average precision) and recall at 100%
+   precision, and the precision/recall at the params file's score_threshold. Frames the
+   node never answered count as misses.
+5. Frames sent vs answered (drops), round-trip latency (image published -> its
+   LoopClosure received), the node's own counters from /diagnostics; JSON report and
+   PR-curve PNG.
+
+Pacing. Messages are published at the bag's pace times ``--rate-scale`` (2 = twice as
+fast; 0 = no pacing). With ``--max-in-flight N`` (default 1) an image is published only
+while fewer than N earlier images await their answer, so the node is never fed faster
+than it processes and every frame is a query; waiting shifts the rest of the schedule
+(no catch-up burst). ``--max-in-flight 0`` publishes strictly on the bag's schedule: a
+node slower than the bag then drops frames (it keeps only the newest), which is how
+drops are measured. An image unanswered after ``--answer-timeout`` seconds is given up.
+
+Node parameters forced by replay (the rest come from ``--params``): mode=localization,
+map_dir, model, input size (``--resize``, default: the size the map was built with),
+device, image/compressed/odometry topics (the bag's), use_sim_time=true,
+score_threshold=-1 (the PR curve sweeps the threshold instead), and
+keyframe_min_interval_s=keyframe_min_distance_m=0 (every frame is a query).
+
+Example:
+    structvpr replay --bag winter.bag --map summer_map --model raw-pixel --gt-radius 10 0 \\
+        --out report.json --plot pr.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from structvpr_core.config import load_yaml
+from structvpr_core.io_utils import atomic_write_text
+from structvpr_core.map_database import MapDatabase
+from structvpr_core.metrics import plot_pr, pr_auc, pr_curve, recall_at_100_precision, recall_at_n
+from structvpr_core.paths import REPO_ROOT
+from structvpr_ros import bag_io
+from structvpr_ros.build_map import parse_size
+
+NODE_NAME = "structvpr_node"
+LOOP_TOPIC = f"/{NODE_NAME}/loop_closure"
+DEFAULT_PARAMS = REPO_ROOT / "config" / "structvpr.yaml"
+RECALL_NS = (1, 5, 10, 20)
+# the node pairs an image with the odometry nearest its stamp within this offset; so do we
+ODOM_MAX_OFFSET_NS = 100_000_000
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bag", required=True, help="rosbag2 directory (images, optionally odometry)")
+    parser.add_argument("--map", required=True, help="map directory (structvpr build-map)")
+    parser.add_argument("--model", required=True, help="checkpoint file, or baseline raw-pixel | random-mobilenetv2")
+    parser.add_argument("--params", default=str(DEFAULT_PARAMS), help="node parameters YAML (default config/structvpr.yaml)")
+    parser.add_argument("--topic", help="image topic in the bag (default: its only Image/CompressedImage topic)")
+    parser.add_argument("--odom-topic", help="odometry topic in the bag (default: its only Odometry topic, if any)")
+    parser.add_argument("--resize", help="WxH fed to the network (default: the input size the map was built with)")
+    parser.add_argument("--device", default="auto", help="torch device of the node (default auto)")
+    parser.add_argument("--rate-scale", type=float, default=1.0,
+                        help="playback speed relative to the bag (default 1; 0 = no pacing)")
+    parser.add_argument("--max-in-flight", type=int, default=1,
+                        help="images awaiting an answer before publishing waits (default 1; 0 = never wait)")
+    parser.add_argument("--answer-timeout", type=float, default=10.0,
+                        help="seconds to wait for an image's answer before giving it up (default 10)")
+    parser.add_argument("--gt", default="poses",
+                        help="'poses' (bag odometry vs map poses) or a CSV file query_stamp_ns,map_id")
+    parser.add_argument("--gt-radius", type=float, nargs="+", default=[25.0],
+                        help="pose ground truth: correct if within this distance; several values = several "
+                             "reports (default 25; Nordland frame units: 10 = soft, 0 = exact frame)")
+    parser.add_argument("--separate-process", action="store_true", help="run the node as its own process")
+    parser.add_argument("--out", default="replay_report.json", help="JSON report (default replay_report.json)")
+    parser.add_argument("--plot", help="PR-curve PNG (default: next to --out, <stem>_pr.png)")
+
+
+# ------------------------------------------------------------------ bag index
+
+
+@dataclass
+class BagIndex:
+    image_topic: str
+    image_type: str
+    odom_topic: str | None
+    stamps_ns: list[int]  # header stamp of each image, bag order
+    poses: list[np.ndarray | None]  # odometry pose at each image stamp (None: none within 0.1 s)
+    duration_s: float
+
+
+def index_bag(path: Path, image_topic: str | None, odom_topic: str | None) -> BagIndex:
+    with bag_io.open_bag(path) as reader:
+        image_topic = image_topic or _only_topic(reader, bag_io.IMAGE_TYPES, "image", required=True)
+        odom_topic = odom_topic or _only_topic(reader, bag_io.ODOMETRY_TYPES, "odometry", required=False)
+        duration_s = reader.duration / 1e9
+    image_type, stamps = bag_io.read_image_stamps(path, image_topic)
+    if not stamps:
+        raise ValueError(f"{path}: topic {image_topic} has no messages")
+    if len(set(stamps)) != len(stamps):
+        raise ValueError(f"{path}: several images on {image_topic} share a header stamp; "
+                         "loop closures are matched to images by stamp")
+    odometry = bag_io.read_odometry(path, odom_topic) if odom_topic else {}
+    return BagIndex(image_topic, image_type, odom_topic, stamps, _poses_at(stamps, odometry), duration_s)
+
+
+def _only_topic(reader, types: tuple[str, ...], what: str, required: bool) -> str | None:
+    topics = sorted({c.topic for c in reader.connections if c.msgtype in types})
+    if len(topics) == 1:
+        return topics[0]
+    if not topics and not required:
+        return None
+    raise ValueError(f"{reader.path}: {'no' if not topics else 'several'} {what} topics "
+                     f"({', '.join(topics) or 'none'}); choose one with --{'topic' if what == 'image' else 'odom-topic'}")
+
+
+def _poses_at(stamps: list[int], odometry: dict[int, np.ndarray]) -> list[np.ndarray | None]:
+    if not odometry:
+        return [None] * len(stamps)
+    odom_stamps = np.array(sorted(odometry))
+    out = []
+    for s in stamps:
+        i = int(np.searchsorted(odom_stamps, s))
+        near = [j for j in (i - 1, i) if 0 <= j < len(odom_stamps)]
+        best = min(near, key=lambda j: abs(odom_stamps[j] - s))
+        out.append(odometry[int(odom_stamps[best])] if abs(odom_stamps[best] - s) <= ODOM_MAX_OFFSET_NS else None)
+    return out
+
+
+# ------------------------------------------------------------------ ground truth + metrics
+
+
+@dataclass
+class Answer:
+    received: float  # time.monotonic()
+    candidates: list[tuple[int, float]]  # (map id, score), best first
+
+
+def ground_truth_from_poses(index: BagIndex, db: MapDatabase, radius: float) -> list[np.ndarray]:
+    """Per image: ids of map keyframes within ``radius`` of the image's odometry position."""
+    if radius < 0:
+        raise ValueError(f"--gt-radius must be >= 0, got {radius}")
+    missing = sum(p is None for p in index.poses)
+    if missing:
+        where = f"odometry on {index.odom_topic}" if index.odom_topic else "an odometry topic"
+        raise ValueError(f"--gt poses: {missing} of {len(index.poses)} images have no pose ({where} within "
+                         f"0.1 s of their stamp); make the bag with poses or give --gt FILE")
+    map_xyz = db.poses[:, :3]
+    known = ~np.isnan(map_xyz).any(axis=1)
+    if not known.any():
+        raise ValueError("--gt poses: the map's keyframes have no poses; build it with poses or give --gt FILE")
+    ids = np.flatnonzero(known)
+    out = []
+    for pose in index.poses:
+        dist = np.linalg.norm(map_xyz[ids] - pose[:3], axis=1)
+        out.append(ids[dist <= radius])
+    return out
+
+
+def ground_truth_from_file(path: Path, index: BagIndex, db: MapDatabase) -> list[np.ndarray]:
+    """CSV ``query_stamp_ns,map_id``: one row per correct (query image, map keyframe) pair."""
+    import csv
+
+    if not path.is_file():
+        raise FileNotFoundError(f"ground-truth file not found: {path}")
+    by_stamp: dict[int, list[int]] = {s: [] for s in index.stamps_ns}
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None or not {"query_stamp_ns", "map_id"} <= set(reader.fieldnames):
+            raise ValueError(f"{path}: expected the header query_stamp_ns,map_id, got {reader.fieldnames}")
+        for row in reader:
+            where = f"{path}:{reader.line_num}"
+            try:
+                stamp, map_id = int(row["query_stamp_ns"]), int(row["map_id"])
+            except (TypeError, ValueError):
+                raise ValueError(f"{where}: query_stamp_ns and map_id must be integers, got {row}") from None
+            if stamp not in by_stamp:
+                raise ValueError(f"{where}: no image in the bag has stamp {stamp} ns")
+            if not 0 <= map_id < len(db):
+                raise ValueError(f"{where}: map id {map_id} is not in the map (ids 0..{len(db) - 1})")
+            by_stamp[stamp].append(map_id)
+    return [np.unique(np.array(by_stamp[s], np.int64)) for s in index.stamps_ns]
+
+
+def score(positives: list[np.ndarray], answers: list[Answer | None], top_k: int, threshold: float) -> dict:
+    """Recall@N, PR over the top-1 score, AUC, recall@100% precision, operating point at ``threshold``."""
+    width = max([top_k] + [len(a.candidates) for a in answers if a is not None])
+    ranked = np.full((len(answers), width), -1, np.int64)
+    for q, a in enumerate(answers):
+        if a is not None:
+            ranked[q, : len(a.candidates)] = [i for i, _ in a.candidates]
+    with_match = sum(len(p) > 0 for p in positives)
+    result = {"queries": len(answers), "queries_with_match": with_match}
+    if with_match == 0:
+        result["error"] = "no query has a true match in the map: recall is undefined"
+        return result
+    recalls = recall_at_n(ranked, positives, [n for n in RECALL_NS if n <= width])
+    result["recall_at_n"] = {str(n): r for n, r in recalls.recalls.items()}
+    top = [(q, a.candidates[0]) for q, a in enumerate(answers) if a is not None and a.candidates]
+    if not top:
+        result.update(pr_auc=0.0, recall_at_100_precision=0.0, pr_curve=None)
+        return result
+    scores = np.array([s for _, (_, s) in top])
+    correct = np.array([i in positives[q] for q, (i, _) in top])
+    curve = pr_curve(scores, correct, with_match)
+    accepted = scores >= threshold
+    result.update(
+        pr_auc=pr_auc(curve),
+        recall_at_100_precision=recall_at_100_precision(curve),
+        at_score_threshold={
+            "threshold": threshold,
+            "accepted": int(accepted.sum()),
+            "precision": float(correct[accepted].mean()) if accepted.any() else None,
+            "recall": float(correct[accepted].sum() / with_match),
+        },
+        pr_curve={"precision": curve.precision.tolist(), "recall": curve.recall.tolist(),
+                  "thresholds": curve.thresholds.tolist()},
+    )
+    return result
+
+
+# ------------------------------------------------------------------ running the node
+
+
+def node_overrides(args, index: BagIndex, db: MapDatabase) -> dict:
+    size = parse_size(args.resize) if args.resize else db.model.input_size
+    compressed = index.image_type.endswith("CompressedImage")
+    return {
+        "mode": "localization",
+        "map_dir": str(Path(args.map).absolute()),
+        "model": args.model,
+        "input_width": int(size[0]) if size else 0,
+        "input_height": int(size[1]) if size else 0,
+        "device": args.device,
+        "image_topic": "" if compressed else index.image_topic,
+        "compressed_topic": index.image_topic if compressed else "",
+        "odom_topic": index.odom_topic or "",
+        "use_sim_time": True,
+        "score_threshold": -1.0,
+        "keyframe_min_interval_s": 0.0,
+        "keyframe_min_distance_m": 0.0,
+    }
+
+
+class InProcessNode:
+    """The node in this process, spinning on its own executor thread."""
+
+    def __init__(self, context, params_file: Path, overrides: dict):
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.parameter import Parameter
+
+        from structvpr_ros.node import StartupError, StructVPRNode
+
+        try:
+            self.node = StructVPRNode(context=context, cli_args=["--ros-args", "--params-file", str(params_file)],
+                                      parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
+        except StartupError as e:
+            raise ValueError(f"the node refused to start: {e}") from None
+        self.executor = SingleThreadedExecutor(context=context)
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self.executor.spin, name="structvpr_node_executor", daemon=True)
+        self.thread.start()
+
+    def check_alive(self) -> None:
+        if not self.thread.is_alive():
+            raise RuntimeError("the in-process node's executor stopped")
+
+    def stop(self) -> None:
+        self.executor.shutdown()
+        self.thread.join(timeout=10)
+        self.node.destroy_node()
+
+
+class NodeProcess:
+    """The node as ``python -m structvpr_ros.node``; its output goes to ``log_path``."""
+
+    def __init__(self, params_file: Path, overrides: dict, log_path: Path):
+        cmd = [sys.executable, "-m", "structvpr_ros.node", "--ros-args", "--params-file", str(params_file)]
+        for key, value in overrides.items():
+            # -p values are YAML: JSON spelling keeps strings strings and bools bools
+            cmd += ["-p", f"{key}:={json.dumps(value)}"]
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            self._log.flush()
+            tail = self.log_path.read_text(errors="replace").strip().splitlines()[-5:]
+            raise ValueError(f"the node process exited with code {self.proc.returncode}: " + " | ".join(tail))
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+@dataclass
+class Recorder:
+    """LoopClosure answers and /diagnostics, filled by the player's executor thread."""
+
+    answers: dict[int, Answer] = field(default_factory=dict)
+    diagnostics: dict[str, int | float | str] | None = None
+    diagnostics_at: float = 0.0
+    changed: threading.Condition = field(default_factory=threading.Condition)
+
+    def on_loop_closure(self, msg) -> None:
+        stamp = int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
+        with self.changed:
+            self.answers.setdefault(stamp, Answer(time.monotonic(), [(int(c.map_id), float(c.score))
+                                                                    for c in msg.candidates]))
+            self.changed.notify_all()
+
+    def on_diagnostics(self, msg) -> None:
+        for status in msg.status:
+            if status.name == NODE_NAME:
+                with self.changed:
+                    self.diagnostics = {kv.key: _number_or_text(kv.value) for kv in status.values}
+                    self.diagnostics_at = time.monotonic()
+                    self.changed.notify_all()
+
+
+def _number_or_text(value: str):
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
+
+
+def play(args, bag: Path, index: BagIndex, params_file: Path, overrides: dict, log_path: Path,
+         diagnostics_period_s: float) -> dict:
+    """Start the node, publish the bag, collect answers. Returns the raw timings and answers."""
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+    from nav_msgs.msg import Odometry
+    from rclpy.context import Context
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+    from rosgraph_msgs.msg import Clock
+    from sensor_msgs.msg import CompressedImage, Image
+    from structvpr_msgs.msg import LoopClosure
+
+    reliable = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE)
+    context = Context()
+    rclpy.init(context=context)
+    node = player = executor = None
+    try:
+        player = rclpy.create_node("structvpr_replay", context=context)
+        recorder = Recorder()
+        player.create_subscription(LoopClosure, LOOP_TOPIC, recorder.on_loop_closure, reliable)
+        player.create_subscription(DiagnosticArray, "/diagnostics", recorder.on_diagnostics, reliable)
+        image_cls = CompressedImage if index.image_type.endswith("CompressedImage") else Image
+        publishers = {index.image_topic: player.create_publisher(image_cls, index.image_topic, reliable)}
+        if index.odom_topic:
+            publishers[index.odom_topic] = player.create_publisher(Odometry, index.odom_topic, reliable)
+        clock_pub = player.create_publisher(Clock, "/clock", reliable)
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(player)
+        threading.Thread(target=executor.spin, name="replay_executor", daemon=True).start()
+
+        started = time.monotonic()
+        node = (NodeProcess(params_file, overrides, log_path) if args.separate_process
+                else InProcessNode(context, params_file, overrides))
+        _wait_for_node(node, player, publishers[index.image_topic], timeout=120.0)
+        startup_s = time.monotonic() - started
+
+        sent: dict[int, float] = {}
+        t0 = time.monotonic()
+        _publish_bag(args, bag, index, publishers, clock_pub, recorder, sent, node)
+        with recorder.changed:  # the last answers
+            recorder.changed.wait_for(lambda: set(sent) <= set(recorder.answers), timeout=args.answer_timeout)
+        node.check_alive()  # a node that died mid-run must not pass for one that dropped frames
+        # playback ends with the last image sent or answered (not with the wait for lost ones)
+        last = max([a.received for a in recorder.answers.values()] + list(sent.values()))
+        playback_s = last - t0
+        # the node's diagnostics are periodic: take one issued after the last answer
+        with recorder.changed:
+            recorder.changed.wait_for(lambda: recorder.diagnostics_at > last, timeout=diagnostics_period_s + 2.0)
+        return {"sent": sent, "answers": dict(recorder.answers), "diagnostics": recorder.diagnostics,
+                "startup_s": startup_s, "playback_s": playback_s}
+    finally:
+        if node is not None:
+            node.stop()
+        if executor is not None:
+            executor.shutdown()
+        if player is not None:
+            player.destroy_node()
+        rclpy.try_shutdown(context=context)
+
+
+def _wait_for_node(node, player, image_pub, timeout: float) -> None:
+    """Until the node subscribes to the images and its loop-closure publisher reaches us."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        node.check_alive()
+        if image_pub.get_subscription_count() > 0 and player.count_publishers(LOOP_TOPIC) > 0:
+            time.sleep(0.5)  # discovery is two-way: let the node's side match our publisher as well
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"the node did not come up within {timeout:.0f} s (no subscriber on {image_pub.topic_name})")
+
+
+def _publish_bag(args, bag, index, publishers, clock_pub, recorder, sent, node) -> None:
+    from builtin_interfaces.msg import Time
+    from rosgraph_msgs.msg import Clock
+
+    stamps = iter(index.stamps_ns)
+    awaiting: list[tuple[int, float]] = []  # (stamp, sent) of images not yet answered nor given up
+    prev_log = prev_wall = None
+    with bag_io.open_bag(bag) as reader, tqdm(total=len(index.stamps_ns), desc="replaying", unit="img") as bar:
+        conns = [c for c in reader.connections if c.topic in publishers]
+        for conn, log_ns, raw in reader.messages(connections=conns):
+            if args.rate_scale > 0 and prev_log is not None:
+                time.sleep(max(0.0, prev_wall + (log_ns - prev_log) / 1e9 / args.rate_scale - time.monotonic()))
+            is_image = conn.topic == index.image_topic
+            if is_image:
+                stamp = next(stamps)
+                if args.max_in_flight > 0:
+                    _wait_for_answers(recorder, awaiting, args.max_in_flight, args.answer_timeout, node)
+            clock_pub.publish(Clock(clock=Time(sec=log_ns // 1_000_000_000, nanosec=log_ns % 1_000_000_000)))
+            publishers[conn.topic].publish(bytes(raw))
+            prev_log, prev_wall = log_ns, time.monotonic()
+            if is_image:
+                sent[stamp] = prev_wall
+                awaiting.append((stamp, prev_wall))
+                bar.update()
+
+
+def _wait_for_answers(recorder: Recorder, awaiting: list[tuple[int, float]], max_in_flight: int,
+                      timeout: float, node) -> None:
+    """Block while ``max_in_flight`` images await answers (each for at most ``timeout`` s)."""
+    while True:
+        now = time.monotonic()
+        with recorder.changed:
+            awaiting[:] = [(s, t) for s, t in awaiting if s not in recorder.answers and now - t < timeout]
+            if len(awaiting) < max_in_flight:
+                return
+            recorder.changed.wait(timeout=min(0.5, timeout - (now - awaiting[0][1])))
+        node.check_alive()
+
+
+# ------------------------------------------------------------------ command
+
+
+def run(args: argparse.Namespace) -> int:
+    bag, map_dir, params_file = Path(args.bag), Path(args.map), Path(args.params)
+    if args.max_in_flight < 0 or args.rate_scale < 0 or args.answer_timeout <= 0:
+        raise ValueError("--max-in-flight and --rate-scale must be >= 0 and --answer-timeout > 0")
+    if not params_file.is_file():
+        raise FileNotFoundError(f"node parameters file not found: {params_file}")
+    db = MapDatabase.load(map_dir)
+    index = index_bag(bag, args.topic, args.odom_topic)
+    if args.gt == "poses":
+        truths = {f"poses, radius {r:g}": ground_truth_from_poses(index, db, r) for r in args.gt_radius}
+    else:
+        truths = {f"file {Path(args.gt).name}": ground_truth_from_file(Path(args.gt), index, db)}
+    overrides = node_overrides(args, index, db)
+    node_params = _node_params(params_file)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    log_path = out.with_name(f"{out.stem}_node.log")
+
+    run_info = play(args, bag, index, params_file, overrides, log_path, float(node_params["diagnostics_period_s"]))
+    answers = [run_info["answers"].get(s) for s in index.stamps_ns]
+    latencies_ms = np.array([(a.received - run_info["sent"][s]) * 1e3
+                             for s, a in zip(index.stamps_ns, answers) if a is not None and s in run_info["sent"]])
+    top_k, threshold = int(node_params["top_k"]), float(node_params["score_threshold"])
+    report = {
+        "bag": str(bag), "image_topic": index.image_topic, "odom_topic": index.odom_topic,
+        "bag_duration_s": index.duration_s,
+        "map": str(map_dir), "map_keyframes": len(db), "map_model": db.model.to_json(),
+        "model": args.model, "params_file": str(params_file), "node_overrides": overrides,
+        "node": "separate process" if args.separate_process else "in-process (own executor thread)",
+        "rate_scale": args.rate_scale, "max_in_flight": args.max_in_flight,
+        "frames": {
+            "in_bag": len(index.stamps_ns),
+            "sent": len(run_info["sent"]),
+            "answered": sum(a is not None for a in answers),
+            "unanswered": sum(a is None for a in answers),
+            "with_candidates": sum(a is not None and bool(a.candidates) for a in answers),
+        },
+        "latency_ms": _stats(latencies_ms),
+        "node_startup_s": run_info["startup_s"],
+        "playback_wall_s": run_info["playback_s"],
+        "answered_rate_hz": sum(a is not None for a in answers) / max(run_info["playback_s"], 1e-9),
+        "node_diagnostics": run_info["diagnostics"],
+        "ground_truth": {name: score(pos, answers, top_k, threshold) for name, pos in truths.items()},
+        "queries": [
+            {"stamp_ns": s, "answered": a is not None,
+             "latency_ms": None if a is None else round((a.received - run_info["sent"][s]) * 1e3, 3),
+             "candidates": [] if a is None else [[i, round(sc, 6)] for i, sc in a.candidates]}
+            for s, a in zip(index.stamps_ns, answers)
+        ],
+    }
+    atomic_write_text(out, json.dumps(report, indent=1) + "\n")
+    plot_path = Path(args.plot) if args.plot else out.with_name(f"{out.stem}_pr.png")
+    curves = {f"{name} (AP {r['pr_auc']:.3f})": (r["pr_curve"]["precision"], r["pr_curve"]["recall"])
+              for name, r in report["ground_truth"].items() if r.get("pr_curve")}
+    if curves:
+        plot_pr(curves, plot_path, title=f"replay {bag.name} vs map {map_dir.name}")
+    print(summary(report, out, plot_path if curves else None))
+    return 0
+
+
+def _node_params(params_file: Path) -> dict:
+    """The node's parameter values from the params file (defaults for what it leaves out)."""
+    from structvpr_ros.node_config import parameter_defaults
+
+    values = {k: default for k, (default, _) in parameter_defaults().items()}
+    data = load_yaml(params_file)
+    for key in ("/**", NODE_NAME, f"/{NODE_NAME}"):  # ROS applies wildcard sections first
+        section = data.get(key)
+        if isinstance(section, dict) and isinstance(section.get("ros__parameters"), dict):
+            values.update(section["ros__parameters"])
+    return values
+
+
+def _stats(values_ms: np.ndarray) -> dict | None:
+    if not len(values_ms):
+        return None
+    return {"mean": float(values_ms.mean()), "p50": float(np.percentile(values_ms, 50)),
+            "p95": float(np.percentile(values_ms, 95)), "max": float(values_ms.max())}
+
+
+def summary(report: dict, out: Path, plot: Path | None) -> str:
+    f, lat = report["frames"], report["latency_ms"]
+    lines = [
+        f"replay of {report['bag']} ({f['in_bag']} images) against {report['map']} ({report['map_keyframes']} keyframes), "
+        f"model {report['model']}, node {report['node']}",
+        f"  frames sent {f['sent']}, answered {f['answered']}, unanswered (drops) {f['unanswered']}; "
+        f"{report['answered_rate_hz']:.1f} answers/s over {report['playback_wall_s']:.1f} s"
+        + (f"; round-trip latency mean {lat['mean']:.1f} ms, p95 {lat['p95']:.1f} ms" if lat else ""),
+    ]
+    for name, r in report["ground_truth"].items():
+        if "error" in r:
+            lines.append(f"  [{name}] {r['error']}")
+            continue
+        recalls = ", ".join(f"R@{n} {v:.3f}" for n, v in r["recall_at_n"].items())
+        op = r.get("at_score_threshold") or {}
+        prec = op.get("precision")
+        lines.append(f"  [{name}] {r['queries_with_match']}/{r['queries']} queries with a match: {recalls}; "
+                     f"PR-AUC {r['pr_auc']:.3f}, recall@100%P {r['recall_at_100_precision']:.3f}"
+                     + (f"; at score >= {op['threshold']:g}: precision "
+                        f"{'-' if prec is None else f'{prec:.3f}'}, recall {op['recall']:.3f}" if op else ""))
+    lines.append(f"  report: {out}" + (f", PR curve: {plot}" if plot else ""))
+    return "\n".join(lines)

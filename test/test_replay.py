@@ -1,0 +1,114 @@
+"""replay end to end: real bag, real map, the real node over real DDS, numbers checked offline."""
+
+import json
+import random
+
+import numpy as np
+import pytest
+
+from structvpr_core.cli import main
+from structvpr_core.encoder import RawPixelEncoder
+from structvpr_core.images import read_rgb
+from structvpr_core.map_database import MapDatabase
+
+RANGE = "29000:29290"  # 30 test-split places
+FRAMES = range(29000, 29300, 10)
+
+
+@pytest.fixture(autouse=True)
+def ros_env(monkeypatch):
+    # own DDS domain per test: parallel runs on this shared machine must not hear each other
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(random.randint(1, 100)))
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+
+
+@pytest.fixture(scope="module")
+def data(shared, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("replay")
+    nordland = shared / "data/nordland64"
+    assert main(["make-bag", "--images", str(nordland / "winter"), "--nordland-poses", "--frame-range", RANGE,
+                 "--out", str(tmp / "winter.bag")]) == 0
+    assert main(["build-map", "--model", "raw-pixel", "--images", str(nordland / "summer"), "--nordland-poses",
+                 "--frame-range", RANGE, "--out", str(tmp / "map")]) == 0
+    return tmp, nordland
+
+
+def _winter_descriptors(nordland):
+    return RawPixelEncoder().encode([read_rgb(nordland / f"winter/images-{f:05d}.png") for f in FRAMES])
+
+
+def test_replay_in_process_matches_offline_retrieval(data, tmp_path):
+    tmp, nordland = data
+    report_path = tmp_path / "report.json"
+    assert main(["replay", "--bag", str(tmp / "winter.bag"), "--map", str(tmp / "map"), "--model", "raw-pixel",
+                 "--rate-scale", "0", "--gt-radius", "10", "0", "--out", str(report_path)]) == 0
+    report = json.loads(report_path.read_text())
+    assert (tmp_path / "report_pr.png").stat().st_size > 5000
+    assert report["frames"] == {"in_bag": 30, "sent": 30, "answered": 30, "unanswered": 0, "with_candidates": 30}
+    assert report["node_diagnostics"]["frames_processed"] == 30 and report["node_diagnostics"]["frames_dropped"] == 0
+    assert 0 < report["latency_ms"]["p50"] <= report["latency_ms"]["max"] < 5000
+
+    # Every published candidate list equals the map's own answer for the winter image
+    db = MapDatabase.load(tmp / "map")
+    queries = _winter_descriptors(nordland)
+    for q, entry in zip(queries, report["queries"]):
+        expected = db.query(q, 5)
+        assert [i for i, _ in entry["candidates"]] == [i for i, _ in expected]
+        assert np.allclose([s for _, s in entry["candidates"]], [s for _, s in expected], atol=1e-5)
+
+    # R@1 by hand: map id i is frame FRAMES[i]; soft = within one file (10 frame numbers)
+    top1 = np.array([e["candidates"][0][0] for e in report["queries"]])
+    soft, hard = report["ground_truth"]["poses, radius 10"], report["ground_truth"]["poses, radius 0"]
+    assert hard["recall_at_n"]["1"] == pytest.approx(np.mean(top1 == np.arange(30)))
+    assert soft["recall_at_n"]["1"] == pytest.approx(np.mean(np.abs(top1 - np.arange(30)) <= 1))
+    assert soft["recall_at_n"]["1"] >= hard["recall_at_n"]["1"] > 0  # raw pixels beat chance (1/30) here
+    for r in (soft, hard):
+        assert r["queries_with_match"] == 30
+        assert 0 < r["pr_auc"] <= 1 and 0 <= r["recall_at_100_precision"] <= r["recall_at_n"]["1"]
+        assert r["recall_at_n"]["1"] <= r["recall_at_n"]["5"]
+
+
+def test_gt_file_gives_the_same_numbers_as_exact_poses(data, tmp_path):
+    tmp, _ = data
+    stamps = MapDatabase.load(tmp / "map").stamps_ns  # map and bag share the default synthetic stamps
+    gt = tmp_path / "gt.csv"
+    gt.write_text("query_stamp_ns,map_id\n" + "".join(f"{s},{i}\n" for i, s in enumerate(stamps)))
+    for name, extra in (("file", ["--gt", str(gt)]), ("poses", ["--gt-radius", "0"])):
+        assert main(["replay", "--bag", str(tmp / "winter.bag"), "--map", str(tmp / "map"), "--model", "raw-pixel",
+                     "--rate-scale", "0", *extra, "--out", str(tmp_path / f"{name}.json")]) == 0
+    by_file = json.loads((tmp_path / "file.json").read_text())["ground_truth"]["file gt.csv"]
+    by_pose = json.loads((tmp_path / "poses.json").read_text())["ground_truth"]["poses, radius 0"]
+    for key in ("recall_at_n", "pr_auc", "recall_at_100_precision"):
+        assert by_file[key] == by_pose[key]
+
+
+def test_unthrottled_separate_process_counts_drops_consistently(data, tmp_path):
+    tmp, _ = data
+    report_path = tmp_path / "r.json"
+    # no pacing, never wait: the node sees bursts and keeps only the newest frame
+    assert main(["replay", "--bag", str(tmp / "winter.bag"), "--map", str(tmp / "map"), "--model", "raw-pixel",
+                 "--separate-process", "--rate-scale", "0", "--max-in-flight", "0", "--answer-timeout", "2",
+                 "--gt-radius", "10", "--out", str(report_path)]) == 0
+    report = json.loads(report_path.read_text())
+    frames, diag = report["frames"], report["node_diagnostics"]
+    assert report["node"] == "separate process"
+    assert frames["sent"] == 30 and frames["answered"] + frames["unanswered"] == 30
+    assert frames["answered"] == diag["frames_processed"] >= 1
+    # every frame the node reports dropped went unanswered (DDS may lose a few more on its own)
+    assert frames["unanswered"] >= diag["frames_dropped"]
+    assert "ready: mode localization" in (tmp_path / "r_node.log").read_text()
+
+
+def test_model_mismatch_and_missing_gt_fail_with_one_line(data, tmp_path, capsys):
+    tmp, nordland = data
+    args = ["replay", "--bag", str(tmp / "winter.bag"), "--map", str(tmp / "map"), "--out", str(tmp_path / "r.json")]
+    assert main([*args, "--model", "random-mobilenetv2", "--resize", "64x32", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "refused to start" in err and "raw-pixel-64x32-p8" in err and "random-mobilenetv2-seed0" in err
+    # a bag without odometry cannot give pose ground truth
+    assert main(["make-bag", "--images", str(nordland / "winter"), "--frame-range", "29000:29020",
+                 "--out", str(tmp_path / "no_odom.bag")]) == 0
+    assert main(["replay", "--bag", str(tmp_path / "no_odom.bag"), "--map", str(tmp / "map"), "--model", "raw-pixel",
+                 "--out", str(tmp_path / "r.json")]) == 2
+    assert "3 of 3 images have no pose" in capsys.readouterr().err
+    assert not (tmp_path / "r.json").exists()
