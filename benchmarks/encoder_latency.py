@@ -1,7 +1,7 @@
 """Encoder latency: StructVPR RGB student vs ResNet50 / VGG16 trunks, same input, same run.
 
 Batch 1, 640x480 (the paper's resolution) by default; eager (NCHW) vs channels_last.
-Median ms/frame after warm-up. Ratios are the numbers to quote (machines are noisy).
+Median ms/frame after warm-up, variants timed round-robin. Ratios are the numbers to quote (machines are noisy).
 
     .venv/bin/python benchmarks/encoder_latency.py --out benchmarks/results/encoder_latency_cpu.json
 """
@@ -9,7 +9,9 @@ Median ms/frame after warm-up. Ratios are the numbers to quote (machines are noi
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+import os
 import platform
 import statistics
 import time
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import torch
 import torchvision
+from tqdm import tqdm
 
 from structvpr_core.encoder import pick_device
 from structvpr_core.io_utils import atomic_write_text
@@ -29,26 +32,21 @@ def trunks(size):
     yield "vgg16-trunk", torchvision.models.vgg16(weights=None).features
 
 
-def time_model(model, x, iters, warmup, device):
-    times = []
-    with torch.inference_mode():
-        for i in range(warmup + iters):
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            model(x)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            if i >= warmup:
-                times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times), min(times)
+def run_once(model, x, device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    model(x)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t0) * 1000
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", default="640x480", help="WxH input")
-    ap.add_argument("--iters", type=int, default=15)
-    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="benchmarks/results/encoder_latency_cpu.json")
@@ -57,17 +55,27 @@ def main():
     device = pick_device(args.device)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    rows = []
+    variants = []  # (model name, layout, module, input)
     for name, model in trunks((w, h)):
         model = model.eval().to(device)
         for layout in ("contiguous", "channels_last"):
             fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
-            m = model.to(memory_format=fmt)
-            x = torch.randn(1, 3, h, w, device=device).to(memory_format=fmt)
-            iters = args.iters if "vgg" not in name else max(5, args.iters // 3)  # VGG16 is ~1 s/frame on CPU
-            med, best = time_model(m, x, iters, args.warmup, device)
-            rows.append({"model": name, "layout": layout, "median_ms": med, "min_ms": best, "iters": iters})
-            print(f"  {name:34s} {layout:14s} median {med:8.1f} ms", flush=True)
+            # a separate copy per layout: .to(memory_format) converts weights in place
+            m = copy.deepcopy(model).to(memory_format=fmt)
+            variants.append((name, layout, m, torch.randn(1, 3, h, w, device=device).to(memory_format=fmt)))
+    # Round-robin: every round times each variant once, so load changes on a shared
+    # machine hit all variants alike and the ratios stay meaningful.
+    times = {(n, lay): [] for n, lay, _, _ in variants}
+    with torch.inference_mode():
+        for r in tqdm(range(args.warmup + args.iters), desc="rounds"):
+            for name, layout, m, x in variants:
+                t = run_once(m, x, device)
+                if r >= args.warmup:
+                    times[(name, layout)].append(t)
+    rows = [
+        {"model": n, "layout": lay, "median_ms": statistics.median(t), "min_ms": min(t), "iters": len(t)}
+        for (n, lay), t in times.items()
+    ]
     ref = next(r["median_ms"] for r in rows if r["model"].startswith("structvpr") and r["layout"] == "channels_last")
     for r in rows:
         r["ratio_vs_structvpr_channels_last"] = r["median_ms"] / ref
@@ -79,6 +87,7 @@ def main():
         "threads": args.threads,
         "torch": torch.__version__,
         "cpu": platform.processor() or platform.machine(),
+        "loadavg_1m_at_end": os.getloadavg()[0],  # other work on the machine inflates absolute ms
         "rows": rows,
     }
     atomic_write_text(Path(args.out), json.dumps(result, indent=2))
