@@ -218,7 +218,7 @@ def _read_csv(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict[str
     return rows
 
 
-def _parse_float(text: str, where: str, column: str, optional: bool = False) -> float:
+def parse_csv_float(text: str, where: str, column: str, optional: bool = False) -> float:
     text = text.strip()
     if optional and text == "":
         return float("nan")
@@ -334,10 +334,10 @@ def _utm_from_names(images: list[Path]) -> tuple[np.ndarray, np.ndarray]:
         fields = path.name.split("@")
         if len(fields) < 3 or fields[0] != "":
             raise ValueError(f"{path}: expected a name like @<utm_east>@<utm_north>@...@.jpg")
-        utm[i, 0] = _parse_float(fields[1], str(path), "utm_east")
-        utm[i, 1] = _parse_float(fields[2], str(path), "utm_north")
+        utm[i, 0] = parse_csv_float(fields[1], str(path), "utm_east")
+        utm[i, 1] = parse_csv_float(fields[2], str(path), "utm_north")
         if len(fields) > 9 and fields[9].strip():
-            heading[i] = _parse_float(fields[9], str(path), "heading") % 360.0
+            heading[i] = parse_csv_float(fields[9], str(path), "heading") % 360.0
     return utm, heading
 
 
@@ -409,9 +409,9 @@ def _read_msls_side(side_dir: Path, subtask: str | None) -> tuple[list[Path], di
         if not wanted or _parse_bool(raw_row["pano"], raw_where, "pano"):
             continue  # the official loader drops panoramas (exclude_panos=True)
         paths.append(side_dir / "images" / f"{key}.jpg")
-        utm.append((_parse_float(row["easting"], where, "easting"),
-                    _parse_float(row["northing"], where, "northing")))
-        heading.append(_parse_float(raw_row["ca"], raw_where, "ca", optional=True) % 360.0)
+        utm.append((parse_csv_float(row["easting"], where, "easting"),
+                    parse_csv_float(row["northing"], where, "northing")))
+        heading.append(parse_csv_float(raw_row["ca"], raw_where, "ca", optional=True) % 360.0)
         if "night" in row:
             night.append(_parse_bool(row["night"], where, "night"))
     if not paths:
@@ -468,11 +468,11 @@ def _read_pose_csv(csv_path: Path, image_root: Path | None) -> tuple[list[Path],
         if not image:
             raise ValueError(f"{where}: empty 'image' field")
         paths.append(base / image)  # an absolute image path overrides base
-        xy.append((_parse_float(row["x"], where, "x"), _parse_float(row["y"], where, "y")))
+        xy.append((parse_csv_float(row["x"], where, "x"), parse_csv_float(row["y"], where, "y")))
         if has_heading:
-            heading.append(_parse_float(row["heading"], where, "heading", optional=True) % 360.0)
+            heading.append(parse_csv_float(row["heading"], where, "heading", optional=True) % 360.0)
         if has_stamp:
-            stamp.append(_parse_float(row["stamp"], where, "stamp", optional=True))
+            stamp.append(parse_csv_float(row["stamp"], where, "stamp", optional=True))
     _require_files(paths, str(csv_path))
     meta = {"utm": np.asarray(xy, np.float64),
             "heading": np.asarray(heading, np.float64) if has_heading else np.full(len(paths), np.nan)}

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from structvpr_core.datasets import IMAGE_SUFFIXES
+from structvpr_core.datasets import IMAGE_SUFFIXES, parse_csv_float
 
 # Bag stamps when the data has none: a fixed, recognisable origin (2023-11-14 22:13:20 UTC)
 # and frame rate, shared by make-bag and build-map so both give the same stamps.
@@ -187,16 +187,10 @@ def _read_poses_csv(path: Path, images: Path) -> list[Frame]:
 
 def _number(row: dict, column: str, where: str, default: float | None = None) -> float:
     """A finite number from a CSV row; ``default`` for a missing column or empty field (None: required)."""
-    text = (row.get(column) or "").strip()
-    if text == "" and default is not None:
+    text = row.get(column) or ""
+    if text.strip() == "" and default is not None:
         return default
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"{where}: column {column!r}: {text!r} is not a number") from None
-    if not math.isfinite(value):
-        raise ValueError(f"{where}: column {column!r}: {text!r} is not a finite number")
-    return value
+    return parse_csv_float(text, where, column)
 
 
 # ------------------------------------------------------------------ bags
