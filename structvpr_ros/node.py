@@ -178,6 +178,12 @@ class StructVPRNode(Node):
         from structvpr_core.encoder import load_encoder, pick_device
 
         cfg = self.config
+        if cfg.cpu_threads:
+            import torch
+
+            # Measured (benchmarks/encoder_latency.py): on a CPU shared with other work,
+            # 2 OpenMP threads made MobileNetV2 20x slower than 1 (barrier waits per layer).
+            torch.set_num_threads(cfg.cpu_threads)
         try:
             self.device = pick_device(cfg.device)
         except RuntimeError as e:  # CUDA requested but missing

@@ -38,6 +38,7 @@ class NodeConfig:
     input_width: int = _p(0, "image width fed to the network, 0 = the model's own input size")
     input_height: int = _p(0, "image height fed to the network, 0 = the model's own input size")
     device: Literal["auto", "cpu", "cuda"] = _p("auto", "torch device: auto (cuda when available) | cpu | cuda")
+    cpu_threads: int = _p(1, "torch CPU threads for the encoder; 0 = torch's default (one per core)")
     # --- mode and map --------------------------------------------------------------
     mode: Literal["mapping", "localization"] = _p(
         "mapping", "mapping: query then add keyframes | localization: query a fixed map, never add")
@@ -91,6 +92,8 @@ class NodeConfig:
             raise ConfigError("mode 'localization' needs map_dir: the fixed map to localise against")
         if not self.image_topic and not self.compressed_topic:
             raise ConfigError("image_topic and compressed_topic are both empty: the node would get no images")
+        if self.cpu_threads < 0:
+            raise ConfigError(f"cpu_threads must be >= 0, got {self.cpu_threads}")
         if not 1 <= self.qos_depth <= 100:
             raise ConfigError(f"qos_depth must be in 1..100, got {self.qos_depth}")
         for name in ("keyframe_min_interval_s", "keyframe_min_distance_m"):

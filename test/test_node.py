@@ -293,6 +293,7 @@ def test_geometric_verification_annotates_candidates_with_inliers_and_relative_p
     ({"model": "/nonexistent/student.pt"}, "model: model '/nonexistent/student.pt' is neither"),
     ({"mode": "localization"}, "localization' needs map_dir"),
     ({"image_topic": "", "compressed_topic": ""}, "would get no images"),
+    ({"cpu_threads": -1}, "cpu_threads must be >= 0"),
 ])
 def test_invalid_parameters_make_the_node_refuse_to_start(params, message):
     with ros_context() as context:
