@@ -12,7 +12,7 @@
    bag's own rate, scored against pose ground truth: radius 10 frame numbers = the data
    set's soft tolerance (one neighbouring image), radius 0 = the exact frame.
 
-Model: training/checkpoints/student.pt when it exists (the trained StructVPR student),
+Model: training/checkpoints/nordland64_gpd_phi_seed0_fp16.pt when it exists (the trained StructVPR student),
 else the random-init MobileNetV2 baseline fed the images at their native 64x32.
 Outputs go to ./demo_out/ (report.json, report_pr.png, the map and the bag).
 """
@@ -34,7 +34,7 @@ from structvpr_core.paths import shared_dir  # noqa: E402
 from structvpr_ros.bag_io import DEFAULT_START_S  # noqa: E402
 
 TEST_STRETCH = "29000:35760"
-STUDENT = REPO_ROOT / "training" / "checkpoints" / "student.pt"
+STUDENT = REPO_ROOT / "training" / "checkpoints" / "nordland64_gpd_phi_seed0_fp16.pt"
 HALF_A_YEAR_S = 182 * 86400
 
 

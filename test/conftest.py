@@ -6,8 +6,9 @@ import pytest
 
 from structvpr_core.paths import shared_dir
 
-# Tests run many small torch ops; extra threads only add contention on 2-core CI machines.
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# Many small torch ops: on a 2-core machine with anything else running, 2 OpenMP threads
+# measured 5-20x slower than 1 (benchmarks/README.md).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session")
