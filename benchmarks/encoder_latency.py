@@ -21,6 +21,7 @@ import torch
 import torchvision
 from tqdm import tqdm
 
+from structvpr_core.cli import parse_size
 from structvpr_core.encoder import pick_device
 from structvpr_core.io_utils import atomic_write_text
 from structvpr_core.models import ModelConfig, RGBBranch
@@ -51,7 +52,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="benchmarks/results/encoder_latency_cpu.json")
     args = ap.parse_args()
-    w, h = map(int, args.size.lower().split("x"))
+    w, h = parse_size(args.size)
     device = pick_device(args.device)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -74,7 +74,8 @@ from structvpr_core.io_utils import atomic_write, atomic_write_text
 from structvpr_core.map_database import MapDatabase, ModelIdentity
 from structvpr_core.paths import shared_dir
 from structvpr_ros import bag_io
-from structvpr_ros.build_map import add_encoded, parse_size
+from structvpr_core.cli import parse_size
+from structvpr_ros.build_map import add_encoded
 from structvpr_ros.make_bag import write_bag
 from structvpr_ros.outputs import ns_to_stamp
 from structvpr_ros.replay import (DEFAULT_PARAMS, LOOP_TOPIC, InProcessNode, NodeProcess, Recorder, _wait_for_node,

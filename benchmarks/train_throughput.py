@@ -17,6 +17,7 @@ import time
 import numpy as np
 import torch
 
+from structvpr_core.cli import parse_size
 from structvpr_core.datasets import nordland64
 from structvpr_core.io_utils import atomic_write_text
 from structvpr_core.models import ModelConfig, RGBBranch, SegBranch, Transform, triplet_loss
@@ -95,8 +96,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     rows = []
     for text in args.sizes:
-        w, h = (int(v) for v in text.lower().split("x"))
-        rows += bench((w, h), args.batch, warmup=2, repeats=args.repeats)
+        rows += bench(parse_size(text), args.batch, warmup=2, repeats=args.repeats)
     print(f"{'step':<11} {'input':>7} {'train img/s':>12} {'encode img/s':>13} {'epoch s (est.)':>15}")
     for r in rows:
         r["nordland64_epoch_s_est"] = epoch_seconds(r)

@@ -27,6 +27,36 @@ class CliError(RuntimeError):
     """A user-facing error: printed as one line, exit code 2, no traceback."""
 
 
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    """``"640x480"`` -> (640, 480) as (width, height); None stays None."""
+    if text is None:
+        return None
+    w, sep, h = text.lower().partition("x")
+    try:
+        size = (int(w), int(h))
+        if not sep or min(size) < 1:
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"size must look like WxH with positive integers, e.g. 640x480, got {text!r}") from None
+    return size
+
+
+def parse_frame_range(text: str | None) -> tuple[int, int] | None:
+    """``"29000:35760"`` -> (29000, 35760), inclusive; None stays None."""
+    if text is None:
+        return None
+    lo, sep, hi = text.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        rng = (int(lo), int(hi))
+    except ValueError:
+        raise ValueError(f"frame range must look like A:B with integers A <= B, got {text!r}") from None
+    if rng[0] > rng[1]:
+        raise ValueError(f"frame range {text!r}: start is after end")
+    return rng
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="structvpr", description=__doc__.splitlines()[0])

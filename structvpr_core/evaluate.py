@@ -12,7 +12,6 @@ truth are reported; elsewhere they coincide and only 'soft' is reported.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -20,11 +19,11 @@ from typing import Sequence
 
 import numpy as np
 
-from .cli import CliError
+from .cli import CliError, parse_frame_range, parse_size
 from .datasets import NORDLAND64_SPLITS, PlaceSet, aligned_folders, csv_poses, nordland64, utm_folders
 from .encoder import BASELINES, Encoder, encode_paths, load_encoder
 from .images import read_rgb
-from .io_utils import atomic_write_text
+from .io_utils import atomic_write_text, file_sha256
 from .metrics import pr_auc, pr_curve, plot_pr, recall_at_100_precision, recall_at_n
 from .paths import shared_dir
 from .retrieval import DescriptorIndex, IndexConfig
@@ -190,7 +189,7 @@ def _load_data(args) -> tuple[PlaceSet, dict]:
     if not (args.database and args.queries):
         raise CliError("give --nordland64 SPLIT, or both --database and --queries")
     layout = args.layout if args.layout != "auto" else _detect_layout(args.database, args.queries)
-    frame_range = _parse_range(args.frame_range) if args.frame_range else None
+    frame_range = parse_frame_range(args.frame_range)
     if frame_range and layout != "aligned":
         raise CliError(f"--frame-range only applies to the aligned layout, not '{layout}'")
     info = {"split": "custom", "database_dir": str(args.database), "queries_dir": str(args.queries), "layout": layout}
@@ -228,7 +227,7 @@ def _detect_layout(database: Path, queries: Path) -> str:
 
 
 def _load_model(args, place_set: PlaceSet) -> tuple[Encoder, dict]:
-    size = _parse_size(args.resize) if args.resize else None
+    size = parse_size(args.resize)
     if args.model == "raw-pixel" and size is not None:
         raise CliError("--resize does not apply to raw-pixel (it uses its own fixed patch-normalised grid)")
     if args.model == "random-mobilenetv2" and size is None:
@@ -241,37 +240,9 @@ def _load_model(args, place_set: PlaceSet) -> tuple[Encoder, dict]:
     resolution = getattr(encoder, "input_size", None) or encoder.size  # raw-pixel: its grid
     info = {
         "model": args.model,
-        "checkpoint_sha256": _file_sha256(Path(args.model)) if is_checkpoint else None,
+        "checkpoint_sha256": file_sha256(args.model) if is_checkpoint else None,
         "resolution": list(resolution),
         "seed": args.seed if args.model == "random-mobilenetv2" else None,
         "device": str(getattr(encoder, "device", "cpu")),
     }
     return encoder, info
-
-
-def _parse_size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise CliError(f"--resize must look like 640x480 (WxH), got '{text}'") from None
-    if w < 1 or h < 1:
-        raise CliError(f"--resize must be positive, got '{text}'")
-    return w, h
-
-
-def _parse_range(text: str) -> tuple[int, int]:
-    try:
-        lo, hi = (int(v) for v in text.split(":"))
-    except ValueError:
-        raise CliError(f"--frame-range must look like 29000:35760 (LO:HI), got '{text}'") from None
-    if lo > hi:
-        raise CliError(f"--frame-range LO must be <= HI, got '{text}'")
-    return lo, hi
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()

@@ -25,7 +25,6 @@ read, safe to delete). No ROS here: the node, the CLI tools and offline evaluati
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -37,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from .geometry import ORB_DESCRIPTOR_BYTES, LocalFeatures
+from .io_utils import file_sha256
 from .retrieval import DescriptorIndex, IndexConfig
 
 FORMAT = "structvpr-map/1"
@@ -298,7 +298,7 @@ class MapDatabase:
             "index_kind": self.index.kind,
             "counts": {"keyframes": n, "with_pose": int((~np.isnan(self.poses).any(axis=1)).sum()),
                        "with_features": int(has.sum())},
-            "sha256": {name: _sha256(out / name) for name in FILES},
+            "sha256": {name: file_sha256(out / name) for name in FILES},
         }
         (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         _fsync_path(out / "meta.json")
@@ -322,7 +322,7 @@ class MapDatabase:
             path = directory / name
             if not path.is_file():
                 raise MapError(f"map {directory} is incomplete: {name} is missing")
-            if _sha256(path) != meta["sha256"].get(name):
+            if file_sha256(path) != meta["sha256"].get(name):
                 raise MapError(f"map {directory}: {name} is corrupt (content hash differs from meta.json)")
         index = DescriptorIndex.load(directory / "index.faiss", threads=threads)
         keyframes = _load_npz(directory / "keyframes.npz", ("ids", "stamps_ns", "poses", "frame_ids", "sources"))
@@ -358,14 +358,6 @@ def _pose_row(pose) -> np.ndarray:
     if not np.isfinite(row).all():
         raise ValueError(f"pose contains NaN/inf: {row.tolist()} (pass None for an unknown pose)")
     return row
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _fsync_path(path: Path) -> None:

@@ -10,7 +10,6 @@ other settings is refused instead of silently mixed.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +20,10 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from structvpr_core.cli import CliError
+from structvpr_core.cli import CliError, parse_size
 from structvpr_core.config import ConfigError, to_dict
 from structvpr_core.espnet import load_espnet
-from structvpr_core.io_utils import atomic_write_bytes, atomic_write_text
+from structvpr_core.io_utils import atomic_write_bytes, atomic_write_text, file_sha256
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 CACHE_META_NAME = "segmentation.yaml"
@@ -178,15 +177,6 @@ def _label_set_for(num_classes: int, dataset: str | None, weights: Path) -> Labe
         )
     return matches[0]
 
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 # ---------------------------------------------------------------- CLI: structvpr segment
 
 
@@ -194,7 +184,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", required=True, type=Path, help="ESPNet state_dict (.pth)")
     parser.add_argument("--input", required=True, type=Path, help="image folder (png/jpg, searched recursively)")
     parser.add_argument("--output", required=True, type=Path, help="label PNG folder (same relative paths)")
-    parser.add_argument("--size", type=_parse_size, default=None, metavar="WxH",
+    parser.add_argument("--size", default=None, metavar="WxH",
                         help="inference size, multiples of 8 (default: the weights' native size)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     parser.add_argument("--dataset", choices=sorted(LABEL_SETS), default=None,
@@ -203,16 +193,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="torch CPU threads (default: torch's choice; 1 is often faster on a busy machine)")
 
 
-def _parse_size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WxH, e.g. 480x360, got {text!r}") from None
-    return w, h
-
-
 def run(args: argparse.Namespace) -> int:
-    config = SegmenterConfig(weights=args.weights, device=args.device, size=args.size, dataset=args.dataset)
+    config = SegmenterConfig(weights=args.weights, device=args.device, size=parse_size(args.size), dataset=args.dataset)
     if args.threads is not None:
         if args.threads < 1:
             raise CliError(f"--threads must be at least 1, got {args.threads}")

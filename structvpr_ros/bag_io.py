@@ -60,22 +60,6 @@ class Frame:
 # ------------------------------------------------------------------ image sequences
 
 
-def parse_frame_range(text: str | None) -> tuple[int, int] | None:
-    """``"29000:35760"`` -> (29000, 35760); None stays None."""
-    if text is None:
-        return None
-    lo, sep, hi = text.partition(":")
-    try:
-        if not sep:
-            raise ValueError
-        rng = (int(lo), int(hi))
-    except ValueError:
-        raise ValueError(f"frame range must look like A:B with integers A <= B, got {text!r}") from None
-    if rng[0] > rng[1]:
-        raise ValueError(f"frame range {text!r}: start is after end")
-    return rng
-
-
 def frame_number(path: Path) -> int | None:
     match = _TRAILING_INT.search(path.stem)
     return int(match.group(1)) if match else None

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from structvpr_core.cli import parse_frame_range, parse_size
 from structvpr_core.encoder import load_encoder
 from structvpr_core.geometry import extract_features
 from structvpr_core.images import read_rgb
@@ -59,20 +60,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=32)
 
 
-def parse_size(text: str | None) -> tuple[int, int] | None:
-    """``"640x480"`` -> (640, 480)."""
-    if text is None:
-        return None
-    w, sep, h = text.lower().partition("x")
-    try:
-        size = (int(w), int(h))
-        if not sep or min(size) < 1:
-            raise ValueError
-    except ValueError:
-        raise ValueError(f"size must look like WxH with positive integers, e.g. 640x480, got {text!r}") from None
-    return size
-
-
 def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -82,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     # inputs first: a wrong folder or topic should not wait for the model to load
     if args.images:
         frames = bag_io.load_sequence(args.images, args.poses, args.nordland_poses,
-                                      bag_io.parse_frame_range(args.frame_range))
+                                      parse_frame_range(args.frame_range))
         stamps = bag_io.sequence_stamps_ns(frames, args.rate, args.start_stamp).tolist()
         items = ((stamp, args.frame_id, f.pose, f.path.name, read_rgb(f.path)) for f, stamp in zip(frames, stamps))
         total = len(frames)

@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from structvpr_core.cli import parse_frame_range
 from structvpr_core.images import read_rgb
 from structvpr_ros import bag_io
 from structvpr_ros.image_conversion import rgb_to_image_fields
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     if not 1 <= args.jpeg_quality <= 100:
         raise ValueError(f"--jpeg-quality must be in 1..100, got {args.jpeg_quality}")
     frames = bag_io.load_sequence(args.images, args.poses, args.nordland_poses,
-                                  bag_io.parse_frame_range(args.frame_range))
+                                  parse_frame_range(args.frame_range))
     topic = args.topic or ("/camera/image_raw/compressed" if encoding in COMPRESSED_FORMATS else "/camera/image_raw")
     stamps = bag_io.sequence_stamps_ns(frames, args.rate, args.start_stamp)
     count = write_bag(Path(args.out), frames, stamps, topic=topic, encoding=encoding, storage=args.storage,

@@ -62,7 +62,7 @@ from structvpr_core.map_database import MapDatabase
 from structvpr_core.metrics import plot_pr, pr_auc, pr_curve, recall_at_100_precision, recall_at_n
 from structvpr_core.paths import REPO_ROOT
 from structvpr_ros import bag_io
-from structvpr_ros.build_map import parse_size
+from structvpr_core.cli import parse_size
 
 NODE_NAME = "structvpr_node"
 LOOP_TOPIC = f"/{NODE_NAME}/loop_closure"

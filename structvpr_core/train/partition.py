@@ -188,7 +188,7 @@ def run_partition(cfg: ExperimentConfig) -> dict:
     plot_ratios(ratios, out / "ratios.png", f"group ratios, {train.name}, Nt={nt}")
     print(f"[partition] {len(x)} pairs -> {out / TABLE_FILE}")
     print("[partition] group ratios: " + "  ".join(f"{k} {100 * v:.2f}%" for k, v in ratios.items()))
-    print(f"[partition] paper (MSLS, Table 5): " + "  ".join(f"{k} {v:.2f}%" for k, v in PAPER_RATIOS.items()))
+    print("[partition] paper (MSLS, Table 5): " + "  ".join(f"{k} {v:.2f}%" for k, v in PAPER_RATIOS.items()))
     return summary
 
 
