@@ -6,7 +6,8 @@ import pytest
 
 from structvpr_core.paths import shared_dir
 
-# Many small torch ops: on a 2-core machine with anything else running, 2 OpenMP threads
+# Set before any test module imports torch, so every test (and subprocess) uses 1 thread:
+# on a 2-core machine with anything else running, 2 OpenMP threads
 # measured 5-20x slower than 1 (benchmarks/README.md).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 

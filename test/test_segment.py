@@ -27,15 +27,6 @@ FRAMES = ["0001TP_008550", "0001TP_009990", "Seq05VD_f00660", "Seq05VD_f03540"]
 SMALL = "160x120"  # CLI tests check plumbing, not accuracy
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # CI and dev boxes here have 2 shared cores; two intra-op threads fighting other jobs
-    # are several times slower than one.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def camvid_weights():

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from structvpr_core.checkpoint import load_checkpoint
 from structvpr_core.datasets import NORDLAND64_SPLITS
@@ -47,14 +46,6 @@ stage2:
 eval_batch_size: 32
 """
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # On a loaded 2-core machine two OpenMP threads per op run ~6x slower than one.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
