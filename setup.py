@@ -10,7 +10,7 @@ setup(
     name=package_name,
     version="0.1.0",
     packages=find_packages(include=["structvpr_core", "structvpr_core.*", "structvpr_ros", "structvpr_ros.*"]),
-    package_data={"structvpr_core": ["slme_tables/*.yaml"]},
+    package_data={"structvpr_core.segmentation": ["slme_tables/*.yaml"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{package_name}"]),
         (f"share/{package_name}", ["package.xml"]),

@@ -22,9 +22,9 @@ import torchvision
 from tqdm import tqdm
 
 from structvpr_core.cli import parse_size
-from structvpr_core.encoder import pick_device
+from structvpr_core.runtime.encoder import pick_device
 from structvpr_core.io_utils import atomic_write_text
-from structvpr_core.models import ModelConfig, RGBBranch
+from structvpr_core.models.branches import ModelConfig, RGBBranch
 
 
 def trunks(size):

@@ -68,10 +68,10 @@ from structvpr_msgs.msg import LoopClosure
 from tqdm import tqdm
 
 from structvpr_core.config import ConfigError
-from structvpr_core.encoder import load_encoder
-from structvpr_core.images import read_rgb
+from structvpr_core.runtime.encoder import load_encoder
+from structvpr_core.data.images import read_rgb
 from structvpr_core.io_utils import atomic_write, atomic_write_text
-from structvpr_core.map_database import MapDatabase, ModelIdentity
+from structvpr_core.retrieval.map_database import MapDatabase, ModelIdentity
 from structvpr_core.paths import shared_dir
 from structvpr_ros import bag_io
 from structvpr_core.cli import parse_size

@@ -18,11 +18,11 @@ import numpy as np
 import torch
 
 from structvpr_core.cli import parse_size
-from structvpr_core.datasets import nordland64
+from structvpr_core.data.datasets import nordland64
 from structvpr_core.io_utils import atomic_write_text
-from structvpr_core.models import ModelConfig, RGBBranch, SegBranch, Transform, triplet_loss
+from structvpr_core.models.branches import ModelConfig, RGBBranch, SegBranch, Transform, triplet_loss
 from structvpr_core.paths import shared_dir
-from structvpr_core.slme import SLMEConfig
+from structvpr_core.segmentation.slme import SLMEConfig
 from structvpr_core.train.data import first_places, label_bank, rgb_bank
 from structvpr_core.train.stage2 import Distiller
 

@@ -29,14 +29,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from structvpr_core.io_utils import atomic_write, atomic_write_text  # noqa: E402
 from structvpr_core.paths import shared_dir  # noqa: E402
-from structvpr_core.segment import LABEL_SETS, Segmenter, SegmenterConfig  # noqa: E402
-from structvpr_core.slme import CLUSTERS_6, load_table  # noqa: E402
+from structvpr_core.segmentation.segment import LABEL_SETS, Segmenter, SegmenterConfig  # noqa: E402
+from structvpr_core.segmentation.slme import CLUSTERS_6, load_table  # noqa: E402
 
 # StructVPR's 6 clusters, in SLME channel order (prior weights 0.5, 0.5, 1, 1, 2, 2).
 CLUSTERS = ("vegetation", "dynamic objects", "sky", "ground", "buildings", "other")
 CLUSTER_COLOURS_RGB = ((107, 142, 35), (220, 20, 60), (70, 130, 180), (128, 64, 128), (70, 70, 70), (220, 220, 0))
 
-# Class -> cluster mappings are the SLME tables (structvpr_core/slme_tables/*.yaml), so
+# Class -> cluster mappings are the SLME tables (structvpr_core/segmentation/slme_tables/*.yaml), so
 # what is verified here is exactly what the seg branch is fed. Cityscapes "terrain" goes to
 # vegetation there (reason in the table); TERRAIN_AS_GROUND checks that this choice barely
 # matters on CamVid.
@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         "camvid_with_cityscapes_stats": evaluate_camvid_weights(frames, camvid.native_size, with_city_stats),
         "cityscapes_6cluster": [evaluate_cityscapes_weights(frames, size) for size in CITYSCAPES_SIZES],
         "clusters": list(CLUSTERS),
-        "cluster_tables": "structvpr_core/slme_tables/{camvid_11,cityscapes_19}.yaml",
+        "cluster_tables": "structvpr_core/segmentation/slme_tables/{camvid_11,cityscapes_19}.yaml",
         "predicted_void_cluster": PREDICTED_VOID_CLUSTER,
     }
     print_table(results)

@@ -13,8 +13,8 @@ import sys
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "segment": ("structvpr_core.segment", "segment an image folder into cached label PNGs"),
-    "eval": ("structvpr_core.evaluate", "Recall@N / PR evaluation of a model or baseline"),
+    "segment": ("structvpr_core.segmentation.segment", "segment an image folder into cached label PNGs"),
+    "eval": ("structvpr_core.evaluation.evaluate", "Recall@N / PR evaluation of a model or baseline"),
     "train": ("structvpr_core.train.cli", "training: stage1-rgb | stage1-seg | partition | stage2"),
     # ROS-facing tools live in structvpr_ros (imported only when used)
     "build-map": ("structvpr_ros.build_map", "build a map database from an image folder or a rosbag2 topic"),

@@ -5,7 +5,7 @@ Image sequences (``make-bag``, ``build-map``):
   (``images-01500.png``) or by name when names carry no number.
 - Optionally a poses CSV, which then defines the images and their order. Header:
   ``image,x,y`` required; optional ``z``; orientation either ``qx,qy,qz,qw`` (all four)
-  or ``heading`` (degrees, yaw about +z, as in ``structvpr_core.datasets`` CSVs);
+  or ``heading`` (degrees, yaw about +z, as in ``structvpr_core.data.datasets`` CSVs);
   optional ``stamp`` (seconds). Image paths are relative to the images folder.
 - ``nordland_poses``: Nordland has no metric poses, so the pose of frame N is
   x = N (in frame-number units), y = z = 0. Nordland's 35,768 frames per season
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from structvpr_core.datasets import IMAGE_SUFFIXES, parse_csv_float
+from structvpr_core.data.datasets import IMAGE_SUFFIXES, parse_csv_float
 
 # Bag stamps when the data has none: a fixed, recognisable origin (2023-11-14 22:13:20 UTC)
 # and frame rate, shared by make-bag and build-map so both give the same stamps.

@@ -29,10 +29,10 @@ import numpy as np
 from tqdm import tqdm
 
 from structvpr_core.cli import parse_frame_range, parse_size
-from structvpr_core.encoder import load_encoder
-from structvpr_core.geometry import extract_features
-from structvpr_core.images import read_rgb
-from structvpr_core.map_database import MapDatabase, ModelIdentity
+from structvpr_core.runtime.encoder import load_encoder
+from structvpr_core.loop_closure.geometry import extract_features
+from structvpr_core.data.images import read_rgb
+from structvpr_core.retrieval.map_database import MapDatabase, ModelIdentity
 from structvpr_ros import bag_io
 
 

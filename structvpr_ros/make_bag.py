@@ -28,7 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from structvpr_core.cli import parse_frame_range
-from structvpr_core.images import read_rgb
+from structvpr_core.data.images import read_rgb
 from structvpr_ros import bag_io
 from structvpr_ros.image_conversion import rgb_to_image_fields
 

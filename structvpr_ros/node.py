@@ -14,7 +14,7 @@ A worker thread takes the newest frame and
   1. keyframe selection (message stamps; with odometry also distance) — frames too close
      to the last keyframe are skipped before they are even decoded;
   2. decodes it (invalid messages are counted, logged throttled and skipped);
-  3. encodes it, queries the map (``structvpr_core.loop_closure``: top-k, threshold,
+  3. encodes it, queries the map (``structvpr_core.loop_closure.candidates``: top-k, threshold,
      recency exclusion in mapping mode, optional geometric verification, temporal
      consistency);
   4. mapping mode: adds it to the map as a keyframe (after the query, so it never
@@ -59,9 +59,9 @@ from structvpr_msgs.msg import LoopClosure
 from visualization_msgs.msg import MarkerArray
 
 from structvpr_core.config import ConfigError
-from structvpr_core.geometry import extract_features
-from structvpr_core.loop_closure import KeyframeSelector, LoopDetector, PoseBuffer
-from structvpr_core.map_database import MapDatabase, MapError, ModelIdentity
+from structvpr_core.loop_closure.geometry import extract_features
+from structvpr_core.loop_closure.candidates import KeyframeSelector, LoopDetector, PoseBuffer
+from structvpr_core.retrieval.map_database import MapDatabase, MapError, ModelIdentity
 from structvpr_ros import outputs
 from structvpr_ros.image_conversion import ImageConversionError, message_to_rgb
 from structvpr_ros.node_config import NODE_NAME, config_from_parameters, parameter_defaults
@@ -175,7 +175,7 @@ class StructVPRNode(Node):
     def _load_model_and_map(self) -> None:
         # imported here, not at the top: torch takes seconds to import, and a node with a
         # bad parameter should say so at once
-        from structvpr_core.encoder import load_encoder, pick_device
+        from structvpr_core.runtime.encoder import load_encoder, pick_device
 
         cfg = self.config
         if cfg.cpu_threads:

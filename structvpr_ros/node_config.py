@@ -16,8 +16,8 @@ from dataclasses import MISSING, dataclass, field, fields
 from typing import Literal
 
 from structvpr_core.config import ConfigError, from_dict
-from structvpr_core.geometry import CameraIntrinsics, GeometryConfig
-from structvpr_core.loop_closure import LoopClosureConfig
+from structvpr_core.loop_closure.geometry import CameraIntrinsics, GeometryConfig
+from structvpr_core.loop_closure.candidates import LoopClosureConfig
 
 NODE_NAME = "structvpr_node"
 # ROS base_link (x forward, y left, z up) -> camera optical frame (z forward, x right, y down)
@@ -54,13 +54,13 @@ class NodeConfig:
     keyframe_min_interval_s: float = _p(0.5, "process a frame only if this long (stamp time) after the last keyframe")
     keyframe_min_distance_m: float = _p(0.0, "with odometry: also require moving this far since the last keyframe")
     odom_max_offset_s: float = _p(0.1, "an image takes the odometry pose nearest its stamp if within this offset")
-    # --- loop closure (structvpr_core.loop_closure) ---------------------------------
+    # --- loop closure (structvpr_core.loop_closure.candidates) ---------------------------------
     top_k: int = _p(5, "candidates retrieved per query")
     score_threshold: float = _p(0.5, "minimum cosine similarity of a candidate, in [-1, 1]")
     exclude_recent_s: float = _p(30.0, "mapping mode: ignore keyframes newer than query stamp minus this")
     consistency_k: int = _p(1, "consecutive agreeing queries needed before a loop closure is published")
     consistency_window: int = _p(3, "best candidates of consecutive queries agree if their map ids differ by <= this")
-    # --- geometric verification (structvpr_core.geometry) ---------------------------
+    # --- geometric verification (structvpr_core.loop_closure.geometry) ---------------------------
     verification: Literal["off", "annotate", "require"] = _p(
         "off", "ORB + essential matrix check: off | annotate (report inliers, pose) | require (drop unverified)")
     max_features: int = _p(1000, "ORB keypoints per image")

@@ -20,9 +20,9 @@ from std_msgs.msg import ColorRGBA, Float64MultiArray, Header
 from structvpr_msgs.msg import LoopCandidate, LoopClosure
 from visualization_msgs.msg import Marker, MarkerArray
 
-from structvpr_core.geometry import Verification
-from structvpr_core.loop_closure import NS_PER_S, Candidate
-from structvpr_core.map_database import Keyframe
+from structvpr_core.loop_closure.geometry import Verification
+from structvpr_core.loop_closure.candidates import NS_PER_S, Candidate
+from structvpr_core.retrieval.map_database import Keyframe
 
 # PoseWithCovariance marks "unknown" covariance entries this way (see LoopCandidate.msg)
 UNKNOWN_VARIANCE = -1.0

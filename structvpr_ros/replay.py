@@ -58,8 +58,8 @@ from tqdm import tqdm
 
 from structvpr_core.config import load_yaml
 from structvpr_core.io_utils import atomic_write_text
-from structvpr_core.map_database import MapDatabase
-from structvpr_core.metrics import plot_pr, pr_auc, pr_curve, recall_at_100_precision, recall_at_n
+from structvpr_core.retrieval.map_database import MapDatabase
+from structvpr_core.evaluation.metrics import plot_pr, pr_auc, pr_curve, recall_at_100_precision, recall_at_n
 from structvpr_core.paths import REPO_ROOT
 from structvpr_ros import bag_io
 from structvpr_core.cli import parse_size

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from structvpr_core.cli import main
-from structvpr_core.encoder import load_encoder
-from structvpr_core.images import read_rgb
-from structvpr_core.map_database import MapDatabase, ModelIdentity
+from structvpr_core.runtime.encoder import load_encoder
+from structvpr_core.data.images import read_rgb
+from structvpr_core.retrieval.map_database import MapDatabase, ModelIdentity
 
 RANGE = "29000:29110"  # 12 test-split frames
 FRAMES = range(29000, 29120, 10)

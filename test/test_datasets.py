@@ -1,4 +1,4 @@
-"""Dataset readers (structvpr_core.datasets) and image loading (structvpr_core.images).
+"""Dataset readers (structvpr_core.data.datasets) and image loading (structvpr_core.data.images).
 
 Nordland tests use the real nordland64 copy in shared/data; the other layouts are
 built on disk in tmp_path with real (tiny) image files and CSVs shaped like the
@@ -15,10 +15,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from structvpr_core.datasets import (NORDLAND64_SPLITS, PlaceSet, aligned_folders, csv_poses,
+from structvpr_core.data.datasets import (NORDLAND64_SPLITS, PlaceSet, aligned_folders, csv_poses,
                                      heading_difference_deg, load_place_set, msls_city, nordland64,
                                      pitts30k, radius_neighbors, utm_folders)
-from structvpr_core.images import ImageFolderDataset, read_rgb
+from structvpr_core.data.images import ImageFolderDataset, read_rgb
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +133,7 @@ def test_aligned_folders_errors_and_unmatched_queries(tmp_path, caplog):
         write_image(db / f"frame-{n:03d}.png")
     for n in (20, 500):
         write_image(q / f"frame-{n:03d}.png")
-    with caplog.at_level(logging.WARNING, logger="structvpr_core.datasets"):
+    with caplog.at_level(logging.WARNING, logger="structvpr_core.data.datasets"):
         ps = aligned_folders(db, q, soft_tolerance=10)
     assert [p.tolist() for p in ps.positives] == [[0, 1, 2], []]
     assert [p.tolist() for p in ps.hard_positives] == [[1], []]

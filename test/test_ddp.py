@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from structvpr_core.checkpoint import state_dict_sha256
+from structvpr_core.models.checkpoint import state_dict_sha256
 
 REPO = Path(__file__).resolve().parent.parent
 

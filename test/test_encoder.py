@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from structvpr_core.checkpoint import save_checkpoint
-from structvpr_core.encoder import RawPixelEncoder, load_encoder, to_input_tensor
-from structvpr_core.models import ModelConfig, RGBBranch
+from structvpr_core.models.checkpoint import save_checkpoint
+from structvpr_core.runtime.encoder import RawPixelEncoder, load_encoder, to_input_tensor
+from structvpr_core.models.branches import ModelConfig, RGBBranch
 
 
 def _nordland(shared, season, frame):

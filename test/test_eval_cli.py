@@ -5,12 +5,12 @@ import json
 
 import pytest
 
-from structvpr_core.checkpoint import save_checkpoint
+from structvpr_core.models.checkpoint import save_checkpoint
 from structvpr_core.cli import main
-from structvpr_core.datasets import aligned_folders
-from structvpr_core.encoder import load_encoder
-from structvpr_core.evaluate import evaluate_place_set
-from structvpr_core.models import ModelConfig, RGBBranch
+from structvpr_core.data.datasets import aligned_folders
+from structvpr_core.runtime.encoder import load_encoder
+from structvpr_core.evaluation.evaluate import evaluate_place_set
+from structvpr_core.models.branches import ModelConfig, RGBBranch
 from structvpr_core.paths import shared_dir
 
 NORDLAND = shared_dir() / "data" / "nordland64"

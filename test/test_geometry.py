@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from structvpr_core.config import ConfigError
-from structvpr_core.geometry import (
+from structvpr_core.loop_closure.geometry import (
     GeometryConfig,
     LocalFeatures,
     default_intrinsics,
@@ -13,7 +13,7 @@ from structvpr_core.geometry import (
     rotation_angle_deg,
     verify,
 )
-from structvpr_core.images import read_rgb
+from structvpr_core.data.images import read_rgb
 
 CONFIG = GeometryConfig()
 

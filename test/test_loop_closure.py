@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 
 from structvpr_core.config import ConfigError, from_dict
-from structvpr_core.encoder import RawPixelEncoder
-from structvpr_core.geometry import GeometryConfig, extract_features
-from structvpr_core.images import read_rgb
-from structvpr_core.loop_closure import NS_PER_S, KeyframeSelector, LoopClosureConfig, LoopDetector, PoseBuffer
-from structvpr_core.map_database import MapDatabase, ModelIdentity
+from structvpr_core.runtime.encoder import RawPixelEncoder
+from structvpr_core.loop_closure.geometry import GeometryConfig, extract_features
+from structvpr_core.data.images import read_rgb
+from structvpr_core.loop_closure.candidates import NS_PER_S, KeyframeSelector, LoopClosureConfig, LoopDetector, PoseBuffer
+from structvpr_core.retrieval.map_database import MapDatabase, ModelIdentity
 
 # Summer pass 33200..33400 (21 places) is the map; on winter 33240..33310 the raw-pixel
 # baseline ranks the right place (+-1 frame) first for 8 queries in a row.

@@ -9,7 +9,7 @@ from rosbags.image import message_to_cvimage
 from rosbags.rosbag2 import Reader
 
 from structvpr_core.cli import main
-from structvpr_core.images import read_rgb
+from structvpr_core.data.images import read_rgb
 from structvpr_ros.bag_io import DEFAULT_START_S, typestore
 
 FRAMES = list(range(29000, 29100, 10))  # 10 test-split frames

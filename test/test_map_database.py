@@ -9,10 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
-from structvpr_core.encoder import RawPixelEncoder
-from structvpr_core.geometry import extract_features
-from structvpr_core.images import read_rgb
-from structvpr_core.map_database import MapDatabase, MapError, MapMismatchError, ModelIdentity
+from structvpr_core.runtime.encoder import RawPixelEncoder
+from structvpr_core.loop_closure.geometry import extract_features
+from structvpr_core.data.images import read_rgb
+from structvpr_core.retrieval.map_database import MapDatabase, MapError, MapMismatchError, ModelIdentity
 
 FRAMES = range(29000, 29200, 10)  # 20 consecutive test-split places
 STEP_NS = 100_000_000  # 10 Hz
@@ -164,7 +164,7 @@ def test_failed_save_leaves_previous_map_intact(nordland, tmp_path, monkeypatch)
 CRASH_SCRIPT = textwrap.dedent("""
     import os, sys
     import numpy as np
-    import structvpr_core.map_database as m
+    import structvpr_core.retrieval.map_database as m
 
     where = sys.argv[2]
     if where == "before_swap":

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from structvpr_core.metrics import (
+from structvpr_core.evaluation.metrics import (
     PRCurve,
     plot_pr,
     plot_recall_at_n,

@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from structvpr_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from structvpr_core.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from structvpr_core.config import ConfigError, from_dict
-from structvpr_core.models import MCHead, ModelConfig, RGBBranch, SegBranch, Transform, triplet_loss
-from structvpr_core.slme import SLMEConfig
+from structvpr_core.models.branches import MCHead, ModelConfig, RGBBranch, SegBranch, Transform, triplet_loss
+from structvpr_core.segmentation.slme import SLMEConfig
 
 
 def test_rgb_branch_stages_and_448_descriptor():

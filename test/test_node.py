@@ -22,10 +22,10 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from structvpr_core.encoder import RawPixelEncoder
-from structvpr_core.geometry import Verification
-from structvpr_core.images import read_rgb
-from structvpr_core.map_database import MapDatabase, ModelIdentity
+from structvpr_core.runtime.encoder import RawPixelEncoder
+from structvpr_core.loop_closure.geometry import Verification
+from structvpr_core.data.images import read_rgb
+from structvpr_core.retrieval.map_database import MapDatabase, ModelIdentity
 from structvpr_ros import outputs
 from structvpr_ros.node import StartupError, StructVPRNode
 

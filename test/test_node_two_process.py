@@ -10,8 +10,8 @@ import yaml
 from ros_helpers import NS_PER_S, Client, image_msg, ros_context
 from rclpy.executors import SingleThreadedExecutor
 
-from structvpr_core.encoder import RawPixelEncoder
-from structvpr_core.images import read_rgb
+from structvpr_core.runtime.encoder import RawPixelEncoder
+from structvpr_core.data.images import read_rgb
 from structvpr_core.paths import REPO_ROOT
 from structvpr_ros.node_config import NODE_NAME
 

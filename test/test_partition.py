@@ -6,9 +6,9 @@ import math
 import numpy as np
 import pytest
 
-from structvpr_core.datasets import nordland64
-from structvpr_core.encoder import RawPixelEncoder
-from structvpr_core.images import read_rgb
+from structvpr_core.data.datasets import nordland64
+from structvpr_core.runtime.encoder import RawPixelEncoder
+from structvpr_core.data.images import read_rgb
 from structvpr_core.train.data import first_places
 from structvpr_core.train.partition import (group_partition, group_ratios, positive_ranks, read_table,
                                             weight_fn)

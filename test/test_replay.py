@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from structvpr_core.cli import main
-from structvpr_core.encoder import RawPixelEncoder
-from structvpr_core.images import read_rgb
-from structvpr_core.map_database import MapDatabase
+from structvpr_core.runtime.encoder import RawPixelEncoder
+from structvpr_core.data.images import read_rgb
+from structvpr_core.retrieval.map_database import MapDatabase
 
 RANGE = "29000:29290"  # 30 test-split places
 FRAMES = range(29000, 29300, 10)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from structvpr_core.config import ConfigError
-from structvpr_core.retrieval import DescriptorIndex, IndexConfig
+from structvpr_core.retrieval.index import DescriptorIndex, IndexConfig
 
 
 def normalised(x):

@@ -13,10 +13,10 @@ import yaml
 
 from structvpr_core import cli
 from structvpr_core.config import ConfigError
-from structvpr_core.espnet import load_espnet
+from structvpr_core.segmentation.espnet import load_espnet
 from structvpr_core.paths import REPO_ROOT
 from structvpr_core.io_utils import file_sha256
-from structvpr_core.segment import LABEL_SETS, Segmenter, SegmenterConfig
+from structvpr_core.segmentation.segment import LABEL_SETS, Segmenter, SegmenterConfig
 
 _spec = importlib.util.spec_from_file_location("verify_segmenter", REPO_ROOT / "scripts" / "verify_segmenter.py")
 verify = importlib.util.module_from_spec(_spec)

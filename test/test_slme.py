@@ -4,7 +4,7 @@ import torch
 from PIL import Image
 
 from structvpr_core.config import ConfigError
-from structvpr_core.slme import CLUSTERS_6, SLME, SLMEConfig, load_table, multilevel_masks
+from structvpr_core.segmentation.slme import CLUSTERS_6, SLME, SLMEConfig, load_table, multilevel_masks
 
 
 @pytest.mark.parametrize("label_set,n", [("ade20k", 150), ("cityscapes", 19), ("camvid", 11)])

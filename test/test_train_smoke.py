@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from structvpr_core.checkpoint import load_checkpoint
-from structvpr_core.datasets import NORDLAND64_SPLITS
+from structvpr_core.models.checkpoint import load_checkpoint
+from structvpr_core.data.datasets import NORDLAND64_SPLITS
 from structvpr_core.train.cli import run_test
 from structvpr_core.train.config import ConfigError, load_experiment
 from structvpr_core.train.partition import run_partition

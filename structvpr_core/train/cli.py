@@ -15,10 +15,10 @@ import sys
 
 import torch
 
-from ..checkpoint import load_checkpoint
-from ..encoder import pick_device
-from ..io_utils import atomic_write_text
-from .config import STEPS, load_experiment
+from structvpr_core.models.checkpoint import load_checkpoint
+from structvpr_core.runtime.encoder import pick_device
+from structvpr_core.io_utils import atomic_write_text
+from structvpr_core.train.config import STEPS, load_experiment
 
 TEST_STEPS = ("stage1-rgb", "stage1-seg", "stage2")
 
@@ -43,16 +43,16 @@ def run(args: argparse.Namespace) -> int:
     if args.step == "report":
         from pathlib import Path
 
-        from .report import run_report
+        from structvpr_core.train.report import run_report
 
         if not args.runs or not args.out:
             raise ValueError("report needs --runs DIR and --out DIR")
         print(json.dumps(run_report(Path(args.runs), Path(args.out), args.name, args.seeds)))
         if args.labels:
-            from ..paths import shared_dir
-            from .report import label_summary
+            from structvpr_core.paths import shared_dir
+            from structvpr_core.train.report import label_summary
 
-            from ..config import load_yaml
+            from structvpr_core.config import load_yaml
 
             label_set = load_yaml(Path(args.labels) / "segmentation.yaml")["label_set"]  # written by segment
             summary = label_summary(Path(args.labels), shared_dir() / "data" / "nordland64", label_set,
@@ -65,15 +65,15 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.step} needs --config")
     cfg = load_experiment(args.config, seed=args.seed, out=args.out)
     if args.step in ("stage1-rgb", "stage1-seg"):
-        from .stage1 import run_stage1
+        from structvpr_core.train.stage1 import run_stage1
 
         result = run_stage1(cfg, args.step.split("-")[1], resume=args.resume)
     elif args.step == "partition":
-        from .partition import run_partition
+        from structvpr_core.train.partition import run_partition
 
         result = run_partition(cfg)
     elif args.step == "stage2":
-        from .stage2 import run_stage2
+        from structvpr_core.train.stage2 import run_stage2
 
         result = run_stage2(cfg, resume=args.resume)
     else:
@@ -85,10 +85,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_test(cfg, step: str) -> dict:
-    from .data import load_split, make_banks
-    from .evaluation import split_recalls
-    from .stage1 import step_dir
-    from .stage2 import stage2_dir
+    from structvpr_core.train.data import load_split, make_banks
+    from structvpr_core.train.evaluation import split_recalls
+    from structvpr_core.train.stage1 import step_dir
+    from structvpr_core.train.stage2 import stage2_dir
 
     folder = stage2_dir(cfg) if step == "stage2" else step_dir(cfg, step.split("-")[1])
     model, payload = load_checkpoint(folder / "best.pt")
@@ -104,7 +104,7 @@ def run_test(cfg, step: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..cli import CliError
+    from structvpr_core.cli import CliError
 
     parser = argparse.ArgumentParser(prog="structvpr train", description=__doc__.splitlines()[0])
     add_arguments(parser)

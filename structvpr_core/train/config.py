@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from ..config import ConfigError, from_dict, load_yaml
-from ..models import ModelConfig
+from structvpr_core.config import ConfigError, from_dict, load_yaml
+from structvpr_core.models.branches import ModelConfig
 
 STEPS = ("stage1-rgb", "stage1-seg", "partition", "stage2")
 

@@ -22,11 +22,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..datasets import PlaceSet, nordland64
-from ..encoder import to_input_tensor
-from ..images import read_rgb
-from ..slme import SLME, SLMEConfig
-from .config import DataConfig, MiningConfig
+from structvpr_core.data.datasets import PlaceSet, nordland64
+from structvpr_core.runtime.encoder import to_input_tensor
+from structvpr_core.data.images import read_rgb
+from structvpr_core.segmentation.slme import SLME, SLMEConfig
+from structvpr_core.train.config import DataConfig, MiningConfig
 
 
 def load_split(data: DataConfig, split: str) -> PlaceSet:

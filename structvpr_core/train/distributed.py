@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from ..encoder import pick_device
+from structvpr_core.runtime.encoder import pick_device
 
 
 @dataclass
@@ -69,7 +69,7 @@ def setup(device: str = "auto") -> DistContext:
 
 def gather_sync_report(ctx: DistContext, modules: dict[str, torch.nn.Module], info: dict) -> list[dict]:
     """Every rank's weight hash (+ ``info``), gathered on all ranks; raises if the replicas differ."""
-    from ..checkpoint import state_dict_sha256
+    from structvpr_core.models.checkpoint import state_dict_sha256
 
     mine = {"rank": ctx.rank, "pid": os.getpid(), "backend": dist.get_backend() if ctx.enabled else None,
             "sha256": {name: state_dict_sha256(m.state_dict()) for name, m in modules.items()}, **info}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..metrics import recall_at_n
-from .data import InputBank, SplitBanks
+from structvpr_core.evaluation.metrics import recall_at_n
+from structvpr_core.train.data import InputBank, SplitBanks
 
 RECALL_NS = (1, 5, 10, 20)
 

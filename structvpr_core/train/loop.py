@@ -14,13 +14,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..config import to_dict
-from ..io_utils import atomic_write, atomic_write_text
-from .data import SplitBanks, TripletMiner
-from . import distributed
-from .distributed import DistContext
-from .evaluation import encode_bank
-from .state import load_state, save_state
+from structvpr_core.config import to_dict
+from structvpr_core.io_utils import atomic_write, atomic_write_text
+from structvpr_core.train.data import SplitBanks, TripletMiner
+from structvpr_core.train import distributed
+from structvpr_core.train.distributed import DistContext
+from structvpr_core.train.evaluation import encode_bank
+from structvpr_core.train.state import load_state, save_state
 
 STATE_FILE, BEST_FILE, HISTORY_FILE, CURVE_FILE = "state.pt", "best.pt", "history.json", "curve.png"
 DDP_FILE = "ddp.json"

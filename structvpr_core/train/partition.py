@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checkpoint import load_checkpoint
-from ..encoder import pick_device
-from ..io_utils import atomic_write, atomic_write_text
-from .config import ExperimentConfig
+from structvpr_core.models.checkpoint import load_checkpoint
+from structvpr_core.runtime.encoder import pick_device
+from structvpr_core.io_utils import atomic_write, atomic_write_text
+from structvpr_core.train.config import ExperimentConfig
 
 TABLE_FILE = "partition.csv"
 
@@ -141,9 +141,9 @@ def read_table(path: Path) -> dict[str, np.ndarray]:
 
 def run_partition(cfg: ExperimentConfig) -> dict:
     """Rank every training (q, p) with both frozen stage I branches, write table + summary + plot."""
-    from .data import load_split, make_banks
-    from .evaluation import encode_bank
-    from .stage1 import step_dir
+    from structvpr_core.train.data import load_split, make_banks
+    from structvpr_core.train.evaluation import encode_bank
+    from structvpr_core.train.stage1 import step_dir
 
     device = pick_device(cfg.device)
     out = cfg.out() / "partition"

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io_utils import atomic_write, atomic_write_text
-from .partition import PAPER_RATIOS
+from structvpr_core.io_utils import atomic_write, atomic_write_text
+from structvpr_core.train.partition import PAPER_RATIOS
 
 # (label, step folder) in table order
 ROWS = (
@@ -126,9 +126,9 @@ def label_summary(labels_root: Path, images_root: Path, label_set: str, out_png:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..images import read_rgb
-    from ..segment import LABEL_SETS
-    from ..slme import CLUSTERS_6, load_table
+    from structvpr_core.data.images import read_rgb
+    from structvpr_core.segmentation.segment import LABEL_SETS
+    from structvpr_core.segmentation.slme import CLUSTERS_6, load_table
 
     table = load_table(label_set)
     names = LABEL_SETS[label_set].class_names

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import save_checkpoint
-from ..models import build_model, triplet_loss
-from . import distributed
-from .config import ExperimentConfig
-from .data import TripletMiner, load_split, make_banks, trainable_queries
-from .evaluation import split_recalls
-from .loop import BEST_FILE, Fit, TripletEpoch, make_optim, run_key, seed_everything, steps_per_epoch
+from structvpr_core.models.checkpoint import save_checkpoint
+from structvpr_core.models.branches import build_model, triplet_loss
+from structvpr_core.train import distributed
+from structvpr_core.train.config import ExperimentConfig
+from structvpr_core.train.data import TripletMiner, load_split, make_banks, trainable_queries
+from structvpr_core.train.evaluation import split_recalls
+from structvpr_core.train.loop import BEST_FILE, Fit, TripletEpoch, make_optim, run_key, seed_everything, steps_per_epoch
 
 
 def step_dir(cfg: ExperimentConfig, branch: str) -> Path:

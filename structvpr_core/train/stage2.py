@@ -16,15 +16,15 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from ..checkpoint import load_checkpoint, save_checkpoint
-from ..models import RGBBranch, Transform, triplet_loss
-from . import distributed
-from .config import ExperimentConfig
-from .data import TripletMiner, load_split, make_banks
-from .evaluation import encode_bank, split_recalls
-from .loop import BEST_FILE, Fit, TripletEpoch, make_optim, run_key, seed_everything, steps_per_epoch
-from .partition import TABLE_FILE, group_ratios, read_table, weight_fn
-from .stage1 import step_dir
+from structvpr_core.models.checkpoint import load_checkpoint, save_checkpoint
+from structvpr_core.models.branches import RGBBranch, Transform, triplet_loss
+from structvpr_core.train import distributed
+from structvpr_core.train.config import ExperimentConfig
+from structvpr_core.train.data import TripletMiner, load_split, make_banks
+from structvpr_core.train.evaluation import encode_bank, split_recalls
+from structvpr_core.train.loop import BEST_FILE, Fit, TripletEpoch, make_optim, run_key, seed_everything, steps_per_epoch
+from structvpr_core.train.partition import TABLE_FILE, group_ratios, read_table, weight_fn
+from structvpr_core.train.stage1 import step_dir
 
 
 def stage2_dir(cfg: ExperimentConfig) -> Path:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..io_utils import atomic_write_bytes
+from structvpr_core.io_utils import atomic_write_bytes
 
 STATE_FORMAT = "structvpr-train-state/1"
 

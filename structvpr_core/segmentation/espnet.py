@@ -12,7 +12,7 @@ concatenated with the downsampled image after BN+PReLU (19 channels, as in
 ``train/Model.py``). ``load_espnet`` reads which one from the weight shapes.
 
 Input: BGR image as float, ``(pixel - mean) / std / 255`` per channel with the
-training set's statistics (see ``structvpr_core.segment.LABEL_SETS``), sides multiples
+training set's statistics (see ``structvpr_core.segmentation.segment.LABEL_SETS``), sides multiples
 of 8. Output: per-pixel class scores at input resolution; argmax over channels gives
 the label map.
 """

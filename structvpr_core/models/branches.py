@@ -20,8 +20,8 @@ import torch.nn.functional as F
 import torchvision
 from torchvision.models.mobilenetv2 import InvertedResidual
 
-from .config import ConfigError
-from .slme import SLMEConfig
+from structvpr_core.config import ConfigError
+from structvpr_core.segmentation.slme import SLMEConfig
 
 # MobileNetV2 ``features`` indices at which the spatial resolution halves:
 # stage i = features[STAGE_SPLITS[i]:STAGE_SPLITS[i+1]] (strides 2, 4, 8, 16, 32).

@@ -24,7 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .io_utils import atomic_write
+from structvpr_core.io_utils import atomic_write
 
 
 @dataclass

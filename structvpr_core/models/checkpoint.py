@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from .config import ConfigError, from_dict, to_dict
-from .io_utils import atomic_write_bytes
-from .models import ModelConfig, build_model
+from structvpr_core.config import ConfigError, from_dict, to_dict
+from structvpr_core.io_utils import atomic_write_bytes
+from structvpr_core.models.branches import ModelConfig, build_model
 
 FORMAT = "structvpr-checkpoint/1"
 

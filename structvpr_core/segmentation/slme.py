@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import ConfigError, load_yaml
+from structvpr_core.config import ConfigError, load_yaml
 
 TABLE_DIR = Path(__file__).resolve().parent / "slme_tables"
 TABLE_FILES = {"ade20k": "ade20k_150.yaml", "cityscapes": "cityscapes_19.yaml", "camvid": "camvid_11.yaml"}

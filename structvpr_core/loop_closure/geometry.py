@@ -52,7 +52,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .config import ConfigError
+from structvpr_core.config import ConfigError
 
 ORB_DESCRIPTOR_BYTES = 32
 # The 5-point solver needs 5 correspondences; fewer matches cannot verify anything.

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from structvpr_core.cli import CliError, parse_size
 from structvpr_core.config import ConfigError, to_dict
-from structvpr_core.espnet import load_espnet
+from structvpr_core.segmentation.espnet import load_espnet
 from structvpr_core.io_utils import atomic_write_bytes, atomic_write_text, file_sha256
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")

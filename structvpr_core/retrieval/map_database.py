@@ -35,9 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .geometry import ORB_DESCRIPTOR_BYTES, LocalFeatures
-from .io_utils import file_sha256
-from .retrieval import DescriptorIndex, IndexConfig
+from structvpr_core.loop_closure.geometry import ORB_DESCRIPTOR_BYTES, LocalFeatures
+from structvpr_core.io_utils import file_sha256
+from structvpr_core.retrieval.index import DescriptorIndex, IndexConfig
 
 FORMAT = "structvpr-map/1"
 FILES = ("index.faiss", "keyframes.npz", "features.npz")
@@ -77,7 +77,7 @@ class ModelIdentity:
 
     @classmethod
     def of_encoder(cls, encoder, spec: str) -> "ModelIdentity":
-        """Identity of ``structvpr_core.encoder.load_encoder(spec)``'s result.
+        """Identity of ``structvpr_core.runtime.encoder.load_encoder(spec)``'s result.
 
         For a checkpoint file the identity carries the checkpoint's weight hash (already
         verified by ``load_encoder``); baselines have none.

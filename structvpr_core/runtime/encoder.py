@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .checkpoint import load_checkpoint
-from .models import ModelConfig, RGBBranch
+from structvpr_core.models.checkpoint import load_checkpoint
+from structvpr_core.models.branches import ModelConfig, RGBBranch
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -111,7 +111,7 @@ def load_encoder(spec: str, device: str = "auto", input_size: tuple[int, int] | 
 
 def encode_paths(encoder: Encoder, paths: Sequence[Path], batch_size: int = 32, desc: str = "encoding") -> np.ndarray:
     """Encode image files in batches with a progress bar."""
-    from .images import read_rgb  # dataset helper (clear errors for unreadable files)
+    from structvpr_core.data.images import read_rgb  # dataset helper (clear errors for unreadable files)
 
     out = np.empty((len(paths), encoder.dim), np.float32)
     for start in tqdm(range(0, len(paths), batch_size), desc=desc, unit="batch", leave=False):

@@ -26,8 +26,8 @@ from typing import Literal
 import faiss
 import numpy as np
 
-from .config import ConfigError
-from .io_utils import atomic_write_bytes
+from structvpr_core.config import ConfigError
+from structvpr_core.io_utils import atomic_write_bytes
 
 FILE_MAGIC = b"structvpr-faiss/1"
 # |norm - 1| above this means the caller forgot to L2-normalise

@@ -35,9 +35,9 @@ from typing import Literal
 
 import numpy as np
 
-from .config import ConfigError
-from .geometry import CameraIntrinsics, GeometryConfig, LocalFeatures, Verification, verify
-from .map_database import MapDatabase
+from structvpr_core.config import ConfigError
+from structvpr_core.loop_closure.geometry import CameraIntrinsics, GeometryConfig, LocalFeatures, Verification, verify
+from structvpr_core.retrieval.map_database import MapDatabase
 
 NS_PER_S = 1_000_000_000
 

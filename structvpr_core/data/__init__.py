@@ -1,0 +1,1 @@
+"""Place sets (dataset readers, splits, ground truth) and image reading."""

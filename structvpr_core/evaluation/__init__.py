@@ -1,0 +1,1 @@
+"""Metrics (Recall@N, precision-recall) and the ``structvpr eval`` command."""

@@ -1,0 +1,1 @@
+"""Online loop-closure logic: candidate selection and geometric verification."""

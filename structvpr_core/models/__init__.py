@@ -1,0 +1,1 @@
+"""Networks (RGB student trunks, seg branch, MC head, T) and their checkpoint files."""

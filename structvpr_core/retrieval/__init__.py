@@ -1,0 +1,1 @@
+"""Descriptor search (faiss index) and the persistent map database built on it."""

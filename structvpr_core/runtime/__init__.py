@@ -1,0 +1,1 @@
+"""Inference: image -> descriptor encoders (trained checkpoints and baselines)."""

@@ -1,0 +1,1 @@
+"""Teacher inputs: offline segmenters, the label-map cache, SLME encoding and its class tables."""
