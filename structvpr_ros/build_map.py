@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from structvpr_core.cli import parse_frame_range, parse_size
 from structvpr_core.runtime.encoder import load_encoder
+from structvpr_core.runtime.options import add_inference_arguments
 from structvpr_core.loop_closure.geometry import extract_features
 from structvpr_core.data.images import read_rgb
 from structvpr_core.retrieval.map_database import MapDatabase, ModelIdentity
@@ -57,6 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="stamp of the first --images frame, seconds")
     parser.add_argument("--frame-id", default="camera", help="camera frame id of --images keyframes (default camera)")
     parser.add_argument("--device", default="auto", help="torch device (default: cuda if available)")
+    add_inference_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=32)
 
 
@@ -77,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
         if args.poses or args.nordland_poses or args.frame_range:
             raise ValueError("--poses, --nordland-poses and --frame-range apply to --images; a bag brings its own")
         items, total = _bag_items(Path(args.bag), args.topic, args.odom_topic)
-    encoder = load_encoder(args.model, args.device, input_size=parse_size(args.resize))
+    encoder = load_encoder(args.model, args.device, input_size=parse_size(args.resize),
+                           runtime=args.runtime, precision=args.precision)
     db = MapDatabase(ModelIdentity.of_encoder(encoder, args.model))
     add_encoded(db, encoder, items, total, args.batch_size, args.max_features if args.with_features else None)
     db.save(args.out)

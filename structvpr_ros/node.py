@@ -41,7 +41,6 @@ import traceback
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-import faiss
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
@@ -62,6 +61,7 @@ from structvpr_core.config import ConfigError
 from structvpr_core.loop_closure.geometry import extract_features
 from structvpr_core.loop_closure.candidates import KeyframeSelector, LoopDetector, PoseBuffer
 from structvpr_core.retrieval.map_database import MapDatabase, MapError, ModelIdentity
+from structvpr_core.runtime.threads import apply_in_this_thread, set_compute_threads
 from structvpr_ros import outputs
 from structvpr_ros.image_conversion import ImageConversionError, message_to_rgb
 from structvpr_ros.node_config import NODE_NAME, config_from_parameters, parameter_defaults
@@ -154,7 +154,7 @@ class StructVPRNode(Node):
         self._worker = threading.Thread(target=self._work, name="structvpr_worker", daemon=True)
         self._worker.start()
         self.get_logger().info(
-            f"ready: mode {cfg.mode}, model {self.db.model.describe()} on {self.device}, "
+            f"ready: mode {cfg.mode}, model {self.db.model.describe()} on {self.device}{self._inference_note()}, "
             f"map {len(self.db)} keyframes{f' from {cfg.map_dir}' if len(self.db) else ''}, "
             f"images on '{cfg.image_topic or '-'}' / compressed '{cfg.compressed_topic or '-'}'")
 
@@ -175,21 +175,21 @@ class StructVPRNode(Node):
     def _load_model_and_map(self) -> None:
         # imported here, not at the top: torch takes seconds to import, and a node with a
         # bad parameter should say so at once
-        from structvpr_core.runtime.encoder import load_encoder, pick_device
+        from structvpr_core.runtime.encoder import load_encoder
+        from structvpr_core.runtime.network import pick_device
 
         cfg = self.config
         if cfg.cpu_threads:
-            import torch
-
-            # Measured (benchmarks/encoder_latency.py): on a CPU shared with other work,
-            # 2 OpenMP threads made MobileNetV2 20x slower than 1 (barrier waits per layer).
-            torch.set_num_threads(cfg.cpu_threads)
+            set_compute_threads(cfg.cpu_threads)
         try:
             self.device = pick_device(cfg.device)
         except RuntimeError as e:  # CUDA requested but missing
             raise ConfigError(f"device: {e}") from None
         try:
-            self.encoder = load_encoder(cfg.model, str(self.device), cfg.input_size)
+            self.encoder = load_encoder(cfg.model, str(self.device), cfg.input_size,
+                                        runtime=cfg.runtime, precision=cfg.precision)
+        except ConfigError:  # a runtime / precision this machine cannot run; the message names it
+            raise
         except (FileNotFoundError, ValueError) as e:
             raise ConfigError(f"model: {e}") from None
         identity = ModelIdentity.of_encoder(self.encoder, cfg.model)
@@ -206,6 +206,10 @@ class StructVPRNode(Node):
             raise ConfigError(f"map_dir: {map_dir} exists and is not a map directory (no meta.json)")
         else:
             self.db = MapDatabase(identity)
+
+    def _inference_note(self) -> str:
+        path = getattr(self.encoder, "path", None)  # raw-pixel has no network
+        return f" ({path.describe()})" if path else ""
 
     def _warn_if_unverifiable(self) -> None:
         if self.config.verification == "off":
@@ -278,10 +282,10 @@ class StructVPRNode(Node):
 
     # --- worker ----------------------------------------------------------------------------
     def _work(self) -> None:
-        # OpenMP settings are per thread, so without this faiss would run every
+        # OpenMP thread counts are per thread: without this, faiss would run every
         # single-image query on all cores; waiting for that OpenMP team on a busy machine
         # cost ~5-13 ms per query against ~0.1 ms single-threaded (20-keyframe map, 2 cores)
-        faiss.omp_set_num_threads(1)
+        apply_in_this_thread()
         while True:
             with self._frame_ready:
                 while self._pending is None and not self._stopping:

@@ -18,6 +18,7 @@ from typing import Literal
 from structvpr_core.config import ConfigError, from_dict
 from structvpr_core.loop_closure.geometry import CameraIntrinsics, GeometryConfig
 from structvpr_core.loop_closure.candidates import LoopClosureConfig
+from structvpr_core.runtime.options import PRECISIONS, RUNTIMES
 
 NODE_NAME = "structvpr_node"
 # ROS base_link (x forward, y left, z up) -> camera optical frame (z forward, x right, y down)
@@ -38,7 +39,11 @@ class NodeConfig:
     input_width: int = _p(0, "image width fed to the network, 0 = the model's own input size")
     input_height: int = _p(0, "image height fed to the network, 0 = the model's own input size")
     device: Literal["auto", "cpu", "cuda"] = _p("auto", "torch device: auto (cuda when available) | cpu | cuda")
-    cpu_threads: int = _p(1, "torch CPU threads for the encoder; 0 = torch's default (one per core)")
+    runtime: Literal[RUNTIMES] = _p(
+        "auto", "network runtime: auto (fastest measured here) | torch | onnxruntime (CPU)")
+    precision: Literal[PRECISIONS] = _p(
+        "auto", "network precision: auto | fp32 | bf16 (CPU with AVX512-BF16/AMX, or CUDA) | fp16 (CUDA)")
+    cpu_threads: int = _p(1, "threads for the encoder, map queries and OpenCV; 0 = the libraries' defaults")
     # --- mode and map --------------------------------------------------------------
     mode: Literal["mapping", "localization"] = _p(
         "mapping", "mapping: query then add keyframes | localization: query a fixed map, never add")

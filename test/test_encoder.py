@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from structvpr_core.models.checkpoint import save_checkpoint
-from structvpr_core.runtime.encoder import RawPixelEncoder, load_encoder, to_input_tensor
+from structvpr_core.runtime.encoder import RawPixelEncoder, load_encoder
+from structvpr_core.runtime.preprocess import to_input_tensor
 from structvpr_core.models.branches import ModelConfig, RGBBranch
 
 
@@ -26,12 +27,12 @@ def test_raw_pixel_descriptor_matches_same_place_across_seasons(shared):
 
 def test_random_baseline_is_deterministic_and_checkpoint_encoder_matches_model(shared, tmp_path):
     img = [_nordland(shared, "summer", 30000)]
-    a = load_encoder("random-mobilenetv2", "cpu", (64, 32)).encode(img)
-    b = load_encoder("random-mobilenetv2", "cpu", (64, 32)).encode(img)
+    a = load_encoder("random-mobilenetv2", "cpu", (64, 32), precision="fp32").encode(img)
+    b = load_encoder("random-mobilenetv2", "cpu", (64, 32), precision="fp32").encode(img)
     assert np.array_equal(a, b) and a.shape == (1, 448)
     model = RGBBranch(ModelConfig("rgb", (64, 32))).eval()
     save_checkpoint(tmp_path / "m.pt", model)
-    enc = load_encoder(str(tmp_path / "m.pt"), "cpu")
+    enc = load_encoder(str(tmp_path / "m.pt"), "cpu", precision="fp32")
     import torch
 
     with torch.no_grad():
@@ -44,3 +45,17 @@ def test_bad_specs_and_images():
         load_encoder("no-such-model.pt")
     with pytest.raises(ValueError, match="RGB uint8"):
         to_input_tensor([np.zeros((4, 4), np.uint8)], (32, 32))
+
+
+def test_preprocessing_matches_imagenet_constants_written_out():
+    # (v / 255 - mean) / std with ImageNet's mean (0.485, 0.456, 0.406) and std (0.229, 0.224,
+    # 0.225), computed by hand: a wrong constant, channel order or scale changes these digits
+    pixel = np.array([[[255, 0, 128]]], np.uint8)
+    x = to_input_tensor([pixel], (1, 1))
+    assert x.shape == (1, 3, 1, 1)
+    assert np.allclose(x.ravel().numpy(), [2.2489083, -2.0357143, 0.4264924], atol=1e-6)
+    # 2x2 -> 1x1 shrink averages the block (INTER_AREA): red (0 + 255 + 255 + 255) / 4 = 191.25
+    block = np.zeros((2, 2, 3), np.uint8)
+    block[0, 1] = block[1, 0] = block[1, 1] = (255, 0, 0)
+    red = to_input_tensor([block], (1, 1))[0, 0, 0, 0].item()
+    assert abs(red - (191.25 / 255 - 0.485) / 0.229) < 0.02  # OpenCV rounds the average to uint8 (191)

@@ -45,7 +45,7 @@ def test_ivfpq_recall_close_to_flat_on_clustered_data():
     flat = DescriptorIndex(64)
     flat.add(db, ids)
     # one thread: OpenMP k-means slows down badly when the (shared) cores are busy
-    ivf = DescriptorIndex(64, IndexConfig("ivfpq", nlist=32, m=16, nbits=8, nprobe=8, threads=1))
+    ivf = DescriptorIndex(64, IndexConfig("ivfpq", nlist=32, m=16, nbits=8, nprobe=8))
     ivf.train(db)
     ivf.add(db, ids)
     _, exact = flat.search(queries, 1)
@@ -54,7 +54,7 @@ def test_ivfpq_recall_close_to_flat_on_clustered_data():
     assert recall_at_10 >= 0.9, recall_at_10
 
 
-@pytest.mark.parametrize("config", [IndexConfig("flat"), IndexConfig("ivfpq", nlist=16, m=8, nbits=8, nprobe=4, threads=1)])
+@pytest.mark.parametrize("config", [IndexConfig("flat"), IndexConfig("ivfpq", nlist=16, m=8, nbits=8, nprobe=4)])
 def test_save_load_round_trip(tmp_path, config):
     db, queries = clustered(600, 32, 10, 3), random_unit(20, 32, 4)
     ids = np.arange(600, dtype=np.int64) * 3 + 5
@@ -104,7 +104,7 @@ def test_corrupt_truncated_and_foreign_files_are_rejected(tmp_path):
 @pytest.mark.parametrize("kind", ["flat", "ivfpq"])
 def test_remove(kind):
     db = clustered(400, 16, 8, 5)
-    config = IndexConfig(kind, nlist=8, m=4, nbits=6, nprobe=8, threads=1)
+    config = IndexConfig(kind, nlist=8, m=4, nbits=6, nprobe=8)
     index = DescriptorIndex(16, config)
     index.train(db)
     index.add(db, np.arange(400) + 100)

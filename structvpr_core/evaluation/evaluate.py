@@ -21,6 +21,7 @@ import numpy as np
 
 from structvpr_core.cli import CliError, parse_frame_range, parse_size
 from structvpr_core.data.datasets import NORDLAND64_SPLITS, PlaceSet, aligned_folders, csv_poses, nordland64, utm_folders
+from structvpr_core.runtime.options import add_inference_arguments
 from structvpr_core.runtime.encoder import BASELINES, Encoder, encode_paths, load_encoder
 from structvpr_core.data.images import read_rgb
 from structvpr_core.io_utils import atomic_write_text, file_sha256
@@ -141,6 +142,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "for random-mobilenetv2")
     model.add_argument("--seed", type=int, default=0, help="random-mobilenetv2 initialisation seed (default 0)")
     model.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    add_inference_arguments(model)
     model.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--index", choices=("flat", "ivfpq"), default="flat", help="faiss index kind (default flat)")
     parser.add_argument("--out", type=Path, help="write results as JSON here")
@@ -236,7 +238,8 @@ def _load_model(args, place_set: PlaceSet) -> tuple[Encoder, dict]:
     is_checkpoint = args.model not in BASELINES
     if is_checkpoint and not Path(args.model).is_file():
         raise FileNotFoundError(f"--model '{args.model}' is neither a checkpoint file nor a baseline {list(BASELINES)}")
-    encoder = load_encoder(args.model, device=args.device, input_size=size, seed=args.seed)
+    encoder = load_encoder(args.model, device=args.device, input_size=size, seed=args.seed,
+                           runtime=args.runtime, precision=args.precision)
     resolution = getattr(encoder, "input_size", None) or encoder.size  # raw-pixel: its grid
     info = {
         "model": args.model,
@@ -244,5 +247,6 @@ def _load_model(args, place_set: PlaceSet) -> tuple[Encoder, dict]:
         "resolution": list(resolution),
         "seed": args.seed if args.model == "random-mobilenetv2" else None,
         "device": str(getattr(encoder, "device", "cpu")),
+        "inference": encoder.path.describe() if hasattr(encoder, "path") else None,
     }
     return encoder, info

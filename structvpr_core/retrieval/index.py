@@ -43,13 +43,11 @@ class IndexConfig:
     m: int = 16
     nbits: int = 8
     nprobe: int = 8
-    # faiss OpenMP threads; the machines this runs on are shared, so stay modest
-    threads: int = 2
 
     def __post_init__(self):
         if self.kind not in ("flat", "ivfpq"):
             raise ConfigError(f"index kind must be 'flat' or 'ivfpq', got '{self.kind}'")
-        for name in ("nlist", "m", "nbits", "nprobe", "threads"):
+        for name in ("nlist", "m", "nbits", "nprobe"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"index {name} must be >= 1, got {getattr(self, name)}")
         if self.nbits > 16:
@@ -71,8 +69,8 @@ class DescriptorIndex:
             raise ValueError(f"descriptor dim must be >= 1, got {dim}")
         if self.config.kind == "ivfpq" and dim % self.config.m:
             raise ConfigError(f"ivfpq: m={self.config.m} sub-quantizers must divide the descriptor dim {dim}")
+        # no faiss thread setting here: structvpr_core.runtime.threads owns it (per calling thread)
         self.normalize = normalize
-        faiss.omp_set_num_threads(self.config.threads)
         self._index = faiss.IndexIDMap2(self._make_inner(dim))
         self._ids: set[int] = set()
 
@@ -165,7 +163,7 @@ class DescriptorIndex:
         return atomic_write_bytes(path, header + payload)
 
     @classmethod
-    def load(cls, path: str | Path, threads: int = 2, normalize: bool = False) -> "DescriptorIndex":
+    def load(cls, path: str | Path, normalize: bool = False) -> "DescriptorIndex":
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"descriptor index not found: {path}")
@@ -180,10 +178,10 @@ class DescriptorIndex:
             index = faiss.deserialize_index(np.frombuffer(payload, dtype=np.uint8))
         except RuntimeError as e:
             raise ValueError(f"{path}: faiss cannot read the descriptor index ({str(e).splitlines()[0][:200]})") from None
-        return cls._from_faiss(index, path, threads, normalize)
+        return cls._from_faiss(index, path, normalize)
 
     @classmethod
-    def _from_faiss(cls, raw: faiss.Index, path: Path, threads: int, normalize: bool) -> "DescriptorIndex":
+    def _from_faiss(cls, raw: faiss.Index, path: Path, normalize: bool) -> "DescriptorIndex":
         index = faiss.downcast_index(raw)
         # the downcast proxy must own the C++ object, else it is freed together with `raw`
         raw.thisown, index.thisown = False, True
@@ -191,16 +189,13 @@ class DescriptorIndex:
             raise ValueError(f"{path}: expected an id-mapped faiss index, got {type(index).__name__}")
         inner = faiss.downcast_index(index.index)
         if isinstance(inner, faiss.IndexFlatIP):
-            config = IndexConfig("flat", threads=threads)
+            config = IndexConfig("flat")
         elif isinstance(inner, faiss.IndexIVFPQ) and inner.metric_type == faiss.METRIC_INNER_PRODUCT:
-            config = IndexConfig(
-                "ivfpq", nlist=inner.nlist, m=inner.pq.M, nbits=inner.pq.nbits, nprobe=inner.nprobe, threads=threads
-            )
+            config = IndexConfig("ivfpq", nlist=inner.nlist, m=inner.pq.M, nbits=inner.pq.nbits, nprobe=inner.nprobe)
         else:
             raise ValueError(f"{path}: unsupported inner index {type(inner).__name__} (expected flat IP or IVFPQ IP)")
         obj = cls.__new__(cls)
         obj.config, obj.normalize = config, normalize
-        faiss.omp_set_num_threads(threads)
         obj._index = index
         obj._ids = set(obj.ids().tolist())
         return obj

@@ -82,7 +82,7 @@ class ModelIdentity:
         For a checkpoint file the identity carries the checkpoint's weight hash (already
         verified by ``load_encoder``); baselines have none.
         """
-        size = getattr(encoder, "input_size", None)  # TorchEncoder; raw-pixel names its size
+        size = getattr(encoder, "input_size", None)  # NetworkEncoder; raw-pixel names its size
         path = Path(spec)
         if not path.is_file():
             return cls(encoder.name, int(encoder.dim), None, size)
@@ -304,8 +304,7 @@ class MapDatabase:
         _fsync_path(out / "meta.json")
 
     @classmethod
-    def load(cls, directory: str | Path, expect_model: ModelIdentity | None = None,
-             threads: int = 2) -> "MapDatabase":
+    def load(cls, directory: str | Path, expect_model: ModelIdentity | None = None) -> "MapDatabase":
         """Read a map saved by ``save``; ``expect_model`` refuses maps made by another model."""
         directory = Path(directory)
         meta = _read_meta(directory)
@@ -324,7 +323,7 @@ class MapDatabase:
                 raise MapError(f"map {directory} is incomplete: {name} is missing")
             if file_sha256(path) != meta["sha256"].get(name):
                 raise MapError(f"map {directory}: {name} is corrupt (content hash differs from meta.json)")
-        index = DescriptorIndex.load(directory / "index.faiss", threads=threads)
+        index = DescriptorIndex.load(directory / "index.faiss")
         keyframes = _load_npz(directory / "keyframes.npz", ("ids", "stamps_ns", "poses", "frame_ids", "sources"))
         feats = _load_npz(directory / "features.npz", ("has_features", "image_sizes", "offsets", "keypoints", "descriptors"))
         n = meta["counts"].get("keyframes")

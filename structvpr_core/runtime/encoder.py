@@ -11,14 +11,8 @@ from typing import Protocol, Sequence
 
 import cv2
 import numpy as np
-import torch
 from tqdm import tqdm
 
-from structvpr_core.models.checkpoint import load_checkpoint
-from structvpr_core.models.branches import ModelConfig, RGBBranch
-
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 BASELINES = ("raw-pixel", "random-mobilenetv2")
 
 
@@ -27,48 +21,6 @@ class Encoder(Protocol):
     dim: int
 
     def encode(self, images: Sequence[np.ndarray]) -> np.ndarray: ...
-
-
-def pick_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device '{device}' requested but CUDA is not available")
-    return torch.device(device)
-
-
-def to_input_tensor(images: Sequence[np.ndarray], size: tuple[int, int]) -> torch.Tensor:
-    """RGB uint8 images -> ImageNet-normalised (B, 3, H, W) float tensor at ``size`` = (W, H)."""
-    batch = np.empty((len(images), size[1], size[0], 3), np.float32)
-    for i, img in enumerate(images):
-        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-            raise ValueError(f"expected RGB uint8 (H, W, 3) image, got {img.dtype} {img.shape}")
-        if (img.shape[1], img.shape[0]) != tuple(size):
-            # INTER_AREA for shrinking (anti-aliased), linear for enlarging
-            interp = cv2.INTER_AREA if img.shape[1] > size[0] else cv2.INTER_LINEAR
-            img = cv2.resize(img, tuple(size), interpolation=interp)
-        batch[i] = img
-    batch = (batch / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
-    return torch.from_numpy(batch).permute(0, 3, 1, 2)
-
-
-class TorchEncoder:
-    """An RGB-branch network (trained student, or random init as a baseline)."""
-
-    def __init__(self, model: RGBBranch, name: str, device: str = "auto", input_size: tuple[int, int] | None = None):
-        self.device = pick_device(device)
-        # channels_last is faster for depthwise convs on CPU (benchmarks/encoder_latency.py)
-        self.model = model.eval().to(self.device, memory_format=torch.channels_last)
-        self.input_size = tuple(input_size or model.config.input_size)
-        self.name = name
-        self.dim = model.dim
-
-    @torch.inference_mode()
-    def encode(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        x = to_input_tensor(images, self.input_size).to(self.device, memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
-            out = self.model(x)
-        return out.float().cpu().numpy()
 
 
 class RawPixelEncoder:
@@ -94,19 +46,30 @@ class RawPixelEncoder:
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
 
-def load_encoder(spec: str, device: str = "auto", input_size: tuple[int, int] | None = None, seed: int = 0) -> Encoder:
-    """``spec`` = a checkpoint path, or a baseline name: raw-pixel | random-mobilenetv2."""
+def load_encoder(spec: str, device: str = "auto", input_size: tuple[int, int] | None = None, seed: int = 0,
+                 runtime: str = "auto", precision: str = "auto") -> Encoder:
+    """``spec`` = a checkpoint path, or a baseline name: raw-pixel | random-mobilenetv2.
+
+    ``runtime`` / ``precision``: the network's inference path (structvpr_core.runtime.inference).
+    """
     if spec == "raw-pixel":
-        return RawPixelEncoder()
+        return RawPixelEncoder()  # no torch import: it takes seconds and the baseline needs none
+    import torch
+
+    from structvpr_core.models.branches import ModelConfig, RGBBranch
+    from structvpr_core.models.checkpoint import load_checkpoint
+    from structvpr_core.runtime.network import NetworkEncoder
+
     if spec == "random-mobilenetv2":
         torch.manual_seed(seed)  # the baseline must be the same network every run
         size = tuple(input_size or (640, 480))
-        return TorchEncoder(RGBBranch(ModelConfig("rgb", size)), f"random-mobilenetv2-seed{seed}", device, size)
+        model, name = RGBBranch(ModelConfig("rgb", size)), f"random-mobilenetv2-seed{seed}"
+        return NetworkEncoder(model, name, device, size, runtime, precision)
     path = Path(spec)
     if not path.exists():
         raise FileNotFoundError(f"model '{spec}' is neither a checkpoint file nor a baseline {list(BASELINES)}")
-    model, payload = load_checkpoint(path, expect_branch="rgb")
-    return TorchEncoder(model, path.stem, device, input_size)
+    model, _ = load_checkpoint(path, expect_branch="rgb")
+    return NetworkEncoder(model, path.stem, device, input_size, runtime, precision)
 
 
 def encode_paths(encoder: Encoder, paths: Sequence[Path], batch_size: int = 32, desc: str = "encoding") -> np.ndarray:

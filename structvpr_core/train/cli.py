@@ -16,7 +16,7 @@ import sys
 import torch
 
 from structvpr_core.models.checkpoint import load_checkpoint
-from structvpr_core.runtime.encoder import pick_device
+from structvpr_core.runtime.network import pick_device
 from structvpr_core.io_utils import atomic_write_text
 from structvpr_core.train.config import STEPS, load_experiment
 

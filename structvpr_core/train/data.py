@@ -23,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from structvpr_core.data.datasets import PlaceSet, nordland64
-from structvpr_core.runtime.encoder import to_input_tensor
+from structvpr_core.runtime.preprocess import to_input_tensor
 from structvpr_core.data.images import read_rgb
 from structvpr_core.segmentation.slme import SLME, SLMEConfig
 from structvpr_core.train.config import DataConfig, MiningConfig

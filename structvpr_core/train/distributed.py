@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from structvpr_core.runtime.encoder import pick_device
+from structvpr_core.runtime.network import pick_device
 
 
 @dataclass

@@ -1,0 +1,132 @@
+"""How a descriptor network runs: runtime (torch | ONNX Runtime) x precision.
+
+Works for any RGB module whose ``forward(x)`` maps (B, 3, H, W) to (B, dim).
+``choose_path`` picks one for the device it runs on; ``make_runner`` builds it.
+
+Measured on this project's 2-core AVX512-BF16 CPU (benchmarks/encoder_latency.py,
+MobileNetV2 student, 640x480, batch 1, 1 thread, same run; results in
+benchmarks/README.md): torch fp32 ~95-120 ms, torch bf16 autocast + channels_last
+~30-40 ms, ONNX Runtime fp32 ~25-30 ms, ONNX Runtime int8 (static QDQ, VNNI) ~45 ms.
+So ``auto`` on a CPU is ONNX Runtime fp32 (exact, fastest) when it is installed, else
+torch bf16 where the CPU has AVX512-BF16 or AMX, else torch fp32; on CUDA it is torch
+fp16 autocast. int8 is slower than ONNX Runtime fp32 here and loses accuracy, so it
+is only a benchmark entry, not a path.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import platform
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from structvpr_core.config import ConfigError
+from structvpr_core.runtime.options import PRECISIONS, RUNTIMES
+from structvpr_core.runtime.threads import compute_threads
+
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class InferencePath:
+    runtime: str  # torch | onnxruntime
+    precision: str  # fp32 | bf16 | fp16
+
+    def describe(self) -> str:
+        return f"{self.runtime} {self.precision}"
+
+
+def cpu_supports_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """The CPU has native bf16 dot products (AVX512-BF16 or AMX); emulated bf16 is slower than fp32."""
+    if platform.system() != "Linux" or not cpuinfo.is_file():
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.read_text().splitlines()
+                  if line.startswith("flags")), [])
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def onnxruntime_installed() -> bool:
+    # exporting needs the onnx package as well as the runtime
+    return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx"))
+
+
+def choose_path(device: torch.device, runtime: str = "auto", precision: str = "auto") -> InferencePath:
+    """The inference path for ``device``; ``ConfigError`` for a combination it cannot run."""
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"runtime must be one of {list(RUNTIMES)}, got '{runtime}'")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {list(PRECISIONS)}, got '{precision}'")
+    if device.type == "cuda":
+        if runtime == "onnxruntime":
+            raise ConfigError("runtime 'onnxruntime' runs on the CPU only; use runtime torch (or auto) on CUDA")
+        return InferencePath("torch", "fp16" if precision == "auto" else precision)
+    if precision == "fp16":
+        raise ConfigError("precision 'fp16' needs CUDA; on a CPU use fp32 or bf16 (or auto)")
+    if precision == "bf16" and not cpu_supports_bf16():
+        raise ConfigError("precision 'bf16' needs a CPU with AVX512-BF16 or AMX (this one has neither): "
+                          "use fp32 or auto")
+    if runtime == "onnxruntime":
+        if precision == "bf16":
+            raise ConfigError("runtime 'onnxruntime' runs fp32 here; bf16 is runtime torch")
+        if not onnxruntime_installed():
+            raise ConfigError("runtime 'onnxruntime' needs the onnxruntime and onnx packages (requirements.txt)")
+        return InferencePath("onnxruntime", "fp32")
+    if runtime == "auto" and precision in ("auto", "fp32") and onnxruntime_installed():
+        return InferencePath("onnxruntime", "fp32")
+    if precision == "auto":
+        return InferencePath("torch", "bf16" if cpu_supports_bf16() else "fp32")
+    return InferencePath("torch", precision)
+
+
+class TorchRunner:
+    """Eager torch, channels_last, autocast for bf16 / fp16."""
+
+    def __init__(self, model: torch.nn.Module, device: torch.device, precision: str):
+        # channels_last: depthwise convs run faster in NHWC on CPU (and on tensor cores)
+        self.model = model.eval().to(device, memory_format=torch.channels_last)
+        self.device, self.dtype = device, _AUTOCAST_DTYPES.get(precision)
+
+    @torch.inference_mode()
+    def __call__(self, x: torch.Tensor) -> np.ndarray:
+        x = x.to(self.device, memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+            out = self.model(x)
+        return out.float().cpu().numpy()
+
+
+class OnnxRunner:
+    """The module exported to ONNX (fixed H x W, any batch) and run by ONNX Runtime on the CPU."""
+
+    def __init__(self, model: torch.nn.Module, input_size: tuple[int, int]):
+        import onnxruntime
+
+        w, h = input_size
+        graph = io.BytesIO()
+        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+            warnings.simplefilter("ignore")  # exporter deprecation chatter
+            # the TorchScript exporter: no onnxscript needed, handles any traceable module
+            torch.onnx.export(model.eval().float().cpu(), (torch.zeros(1, 3, h, w),), graph, dynamo=False,
+                              input_names=["image"], output_names=["descriptor"],
+                              dynamic_axes={"image": {0: "batch"}, "descriptor": {0: "batch"}})
+        options = onnxruntime.SessionOptions()
+        threads = compute_threads() or torch.get_num_threads()
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        # spinning workers steal the core other processes (SLAM) need on a shared CPU
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.log_severity_level = 3  # errors only (initializer clean-up warnings otherwise)
+        self.session = onnxruntime.InferenceSession(graph.getvalue(), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, x: torch.Tensor) -> np.ndarray:
+        return self.session.run(None, {"image": x.contiguous().numpy()})[0]
+
+
+def make_runner(model: torch.nn.Module, path: InferencePath, device: torch.device, input_size: tuple[int, int]):
+    """A callable: normalised input tensor (B, 3, H, W) -> float32 (B, dim) numpy descriptors."""
+    if path.runtime == "onnxruntime":
+        return OnnxRunner(model, input_size)
+    return TorchRunner(model, device, path.precision)

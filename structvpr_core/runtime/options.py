@@ -1,0 +1,15 @@
+"""Inference-path choices shared by the node config and the command-line tools (no torch import)."""
+
+from __future__ import annotations
+
+import argparse
+
+RUNTIMES = ("auto", "torch", "onnxruntime")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def add_inference_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    parser.add_argument("--runtime", choices=RUNTIMES, default="auto",
+                        help="network runtime (default auto: the fastest measured one this machine has)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="fp32 | bf16 (CPUs with AVX512-BF16/AMX) | fp16 (CUDA); default auto")
