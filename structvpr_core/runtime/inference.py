@@ -99,27 +99,37 @@ class TorchRunner:
         return out.float().cpu().numpy()
 
 
+def export_onnx(model: torch.nn.Module, input_size: tuple[int, int]) -> bytes:
+    """The module as an ONNX graph: input "image" (B, 3, H, W) fixed H x W, output "descriptor"."""
+    w, h = input_size
+    graph = io.BytesIO()
+    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        warnings.simplefilter("ignore")  # exporter deprecation chatter
+        # the TorchScript exporter: no onnxscript needed, handles any traceable module
+        torch.onnx.export(model.eval().float().cpu(), (torch.zeros(1, 3, h, w),), graph, dynamo=False,
+                          input_names=["image"], output_names=["descriptor"],
+                          dynamic_axes={"image": {0: "batch"}, "descriptor": {0: "batch"}})
+    return graph.getvalue()
+
+
+def onnx_session(graph: bytes):
+    """A CPU ONNX Runtime session using the thread count of structvpr_core.runtime.threads."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    threads = compute_threads() or torch.get_num_threads()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    # spinning workers steal the core other processes (SLAM) need on a shared CPU
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3  # errors only (initializer clean-up warnings otherwise)
+    return onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+
+
 class OnnxRunner:
-    """The module exported to ONNX (fixed H x W, any batch) and run by ONNX Runtime on the CPU."""
+    """An ONNX graph (``export_onnx``) run by ONNX Runtime on the CPU."""
 
-    def __init__(self, model: torch.nn.Module, input_size: tuple[int, int]):
-        import onnxruntime
-
-        w, h = input_size
-        graph = io.BytesIO()
-        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
-            warnings.simplefilter("ignore")  # exporter deprecation chatter
-            # the TorchScript exporter: no onnxscript needed, handles any traceable module
-            torch.onnx.export(model.eval().float().cpu(), (torch.zeros(1, 3, h, w),), graph, dynamo=False,
-                              input_names=["image"], output_names=["descriptor"],
-                              dynamic_axes={"image": {0: "batch"}, "descriptor": {0: "batch"}})
-        options = onnxruntime.SessionOptions()
-        threads = compute_threads() or torch.get_num_threads()
-        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-        # spinning workers steal the core other processes (SLAM) need on a shared CPU
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.log_severity_level = 3  # errors only (initializer clean-up warnings otherwise)
-        self.session = onnxruntime.InferenceSession(graph.getvalue(), options, providers=["CPUExecutionProvider"])
+    def __init__(self, graph: bytes):
+        self.session = onnx_session(graph)
 
     def __call__(self, x: torch.Tensor) -> np.ndarray:
         return self.session.run(None, {"image": x.contiguous().numpy()})[0]
@@ -128,5 +138,5 @@ class OnnxRunner:
 def make_runner(model: torch.nn.Module, path: InferencePath, device: torch.device, input_size: tuple[int, int]):
     """A callable: normalised input tensor (B, 3, H, W) -> float32 (B, dim) numpy descriptors."""
     if path.runtime == "onnxruntime":
-        return OnnxRunner(model, input_size)
+        return OnnxRunner(export_onnx(model, input_size))
     return TorchRunner(model, device, path.precision)

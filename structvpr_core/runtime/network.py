@@ -22,6 +22,8 @@ def pick_device(device: str = "auto") -> torch.device:
 class NetworkEncoder:
     """Any RGB module with ``forward(x) -> (B, dim)`` (trained student, random init, other trunks).
 
+    ``input_size`` (W, H): required unless the module has ``config.input_size`` (StructVPR nets).
+
     ``runtime`` / ``precision``: see ``structvpr_core.runtime.inference`` ("auto": the
     fastest measured path this machine has).
     """
@@ -29,11 +31,19 @@ class NetworkEncoder:
     def __init__(self, model: torch.nn.Module, name: str, device: str = "auto",
                  input_size: tuple[int, int] | None = None, runtime: str = "auto", precision: str = "auto"):
         self.device = pick_device(device)
+        if input_size is None and not hasattr(getattr(model, "config", None), "input_size"):
+            raise ValueError(f"{name}: give input_size, the module does not name its own")
         self.input_size = tuple(input_size or model.config.input_size)
         self.name = name
-        self.dim = model.dim
         self.path = choose_path(self.device, runtime, precision)
         self._run = make_runner(model, self.path, self.device, self.input_size)
+        # One warm-up pass: the first call builds kernels (~10x a normal call; the node's first
+        # frame must not pay it) and tells the descriptor size of a module without ``dim``.
+        w, h = self.input_size
+        self.dim = int(self._run(torch.zeros(1, 3, h, w).to(memory_format=torch.channels_last)).shape[1])
 
     def encode(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        return self._run(to_input_tensor(images, self.input_size))
+        """float32 (N, dim), L2-normalised here in fp32: a bf16 / fp16 network's own
+        normalisation leaves norms ~0.998, which the index rightly rejects."""
+        out = self._run(to_input_tensor(images, self.input_size))
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
