@@ -47,6 +47,10 @@ _RAW_ENCODINGS: dict[str, tuple[int, int | None]] = {
 }
 SUPPORTED_ENCODINGS = tuple(_RAW_ENCODINGS)
 _DEPTH_ENCODINGS = ("16UC1", "32FC1")
+# Whole-pixel layouts that can be resized before their colour conversion (not Bayer / 4:2:2).
+_RESIZABLE_ENCODINGS = ("rgb8", "bgr8", "8UC3", "rgba8", "bgra8", "mono8", "8UC1", "mono16")
+# JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic); not DHT C4 / JPG C8 / DAC CC.
+_JPEG_SOF_MARKERS = frozenset((0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF))
 _YUV422_ENCODINGS = ("yuv422", "uyvy", "yuv422_yuy2", "yuyv")
 
 # Position of R, G, B in the 2x2 Bayer tile, in ROS order (row-major: (0,0) (0,1) (1,0) (1,1)).
@@ -58,19 +62,25 @@ _BAYER_TILES = {
 }
 
 
-def message_to_rgb(msg) -> np.ndarray:
-    """Image or CompressedImage (told apart by the ``format`` field) -> RGB uint8 (H, W, 3)."""
+def message_to_rgb(msg, shrink_to: tuple[int, int] | None = None) -> np.ndarray:
+    """Image or CompressedImage (told apart by the ``format`` field) -> RGB uint8 (H, W, 3).
+
+    ``shrink_to`` (W, H): the caller needs no more pixels than this (a network input), so
+    work at reduced size: a JPEG is decoded at 1/2, 1/4 or 1/8 scale by libjpeg while it
+    stays at least that big, and 8-bit colour / mono images are resized to exactly that
+    size before their colour conversion. None: full resolution (ORB features need it).
+    """
     if hasattr(msg, "format"):
-        return compressed_to_rgb(msg)
+        return compressed_to_rgb(msg, shrink_to)
     if hasattr(msg, "encoding"):
-        return image_to_rgb(msg)
+        return image_to_rgb(msg, shrink_to)
     raise ImageConversionError(
         f"{type(msg).__name__} is neither a sensor_msgs/Image nor a sensor_msgs/CompressedImage"
     )
 
 
-def image_to_rgb(msg) -> np.ndarray:
-    """sensor_msgs/Image -> RGB uint8 (H, W, 3), a fresh writable C-contiguous array."""
+def image_to_rgb(msg, shrink_to: tuple[int, int] | None = None) -> np.ndarray:
+    """sensor_msgs/Image -> RGB uint8 (H, W, 3), a fresh writable C-contiguous array (see ``message_to_rgb``)."""
     encoding = msg.encoding
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if encoding in _DEPTH_ENCODINGS:
@@ -108,12 +118,15 @@ def image_to_rgb(msg) -> np.ndarray:
         pixels = (mono16 >> 8).astype(np.uint8)
     elif bytes_per_pixel == 1:
         pixels = pixels[:, :, 0]
+    if shrink_to is not None and encoding in _RESIZABLE_ENCODINGS and width * height > shrink_to[0] * shrink_to[1]:
+        # shrink first: the colour conversion then touches the small image only
+        pixels = cv2.resize(np.ascontiguousarray(pixels), tuple(shrink_to), interpolation=cv2.INTER_AREA)
     if to_rgb is None:
         return pixels.copy()  # never hand out a view of the message buffer
     return cv2.cvtColor(np.ascontiguousarray(pixels), to_rgb)
 
 
-def compressed_to_rgb(msg) -> np.ndarray:
+def compressed_to_rgb(msg, shrink_to: tuple[int, int] | None = None) -> np.ndarray:
     """sensor_msgs/CompressedImage (JPEG/PNG, image_transport style format) -> RGB uint8 (H, W, 3).
 
     ``format`` is "jpeg", "png" or image_transport's "<encoding>; <codec> compressed
@@ -126,7 +139,7 @@ def compressed_to_rgb(msg) -> np.ndarray:
     data = _data_as_uint8(msg.data)
     if data.size == 0:
         raise ImageConversionError(f"CompressedImage (format {fmt!r}) has no data")
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    bgr = cv2.imdecode(data, _reduced_decode_flag(data, shrink_to))
     if bgr is None:
         raise ImageConversionError(
             f"CompressedImage (format {fmt!r}, {data.size} bytes) could not be decoded: corrupt or not JPEG/PNG"
@@ -137,6 +150,38 @@ def compressed_to_rgb(msg) -> np.ndarray:
     if compressed_encoding == "rgb8":
         return bgr
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _reduced_decode_flag(data: np.ndarray, shrink_to: tuple[int, int] | None) -> int:
+    """IMREAD_REDUCED_COLOR_{8,4,2}: the largest JPEG DCT scaling that stays >= ``shrink_to``."""
+    size = _jpeg_size(data) if shrink_to is not None else None
+    if size is not None:
+        for factor, flag in ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4),
+                             (2, cv2.IMREAD_REDUCED_COLOR_2)):
+            if -(-size[0] // factor) >= shrink_to[0] and -(-size[1] // factor) >= shrink_to[1]:
+                return flag
+    return cv2.IMREAD_COLOR
+
+
+def _jpeg_size(data: np.ndarray) -> tuple[int, int] | None:
+    """(width, height) from a JPEG's start-of-frame header; None if not a well-formed JPEG header."""
+    head = data[:65536].tobytes()  # SOF comes after the APP/DQT/DHT segments, well within this
+    if head[:2] != b"\xff\xd8":
+        return None
+    i = 2
+    while i + 9 <= len(head):
+        if head[i] != 0xFF:
+            return None
+        marker = head[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        length = int.from_bytes(head[i + 2 : i + 4], "big")
+        if marker in _JPEG_SOF_MARKERS:
+            height, width = int.from_bytes(head[i + 5 : i + 7], "big"), int.from_bytes(head[i + 7 : i + 9], "big")
+            return (width, height) if width and height else None
+        i += 2 + length
+    return None
 
 
 def rgb_to_image_fields(

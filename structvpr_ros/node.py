@@ -141,6 +141,9 @@ class StructVPRNode(Node):
             self.destroy_node()
             raise StartupError(str(e)) from None
         cfg = self.config
+        # Without verification only the network sees the pixels: decode no more than its input
+        # (JPEG DCT scaling, resize before colour conversion). ORB features need full resolution.
+        self._decode_size = getattr(self.encoder, "input_size", None) if cfg.verification == "off" else None
         self.detector = LoopDetector(self.db, cfg.loop_closure_config(), cfg.intrinsics())
         self.keyframes = KeyframeSelector(cfg.keyframe_min_interval_s, cfg.keyframe_min_distance_m)
         self.poses = PoseBuffer(cfg.odom_max_offset_s)
@@ -316,7 +319,7 @@ class StructVPRNode(Node):
                 self.stats.add(skipped=1)
                 return
             try:
-                rgb = message_to_rgb(frame.msg)
+                rgb = message_to_rgb(frame.msg, self._decode_size)
             except ImageConversionError as e:
                 self.stats.add(invalid=1)
                 self.get_logger().warning(f"skipping invalid image: {e}", throttle_duration_sec=LOG_THROTTLE_S)

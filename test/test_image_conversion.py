@@ -283,3 +283,32 @@ def test_rgb_to_image_fields_rejects_bad_input(camvid_rgb):
         rgb_to_image_fields(camvid_rgb[0], "16UC1")
     with pytest.raises(ValueError, match="4:2:2 YUV needs an even width, got 479"):
         rgb_to_image_fields(camvid_rgb[0][:, :479], "yuyv")
+
+
+def test_jpeg_is_decoded_at_the_largest_reduction_that_still_covers_the_network_input():
+    # a real 960x540 camera JPEG, as a driver would publish it
+    data = (shared_dir() / "data/gardenspoint/day_left/Image050.jpg").read_bytes()
+    msg = _received_compressed(data, "jpeg")[0]
+    full = message_to_rgb(msg)
+    assert full.shape == (540, 960, 3)
+    # 1/2 scale (480x270) covers 320x240, 1/4 (240x135) would not; 64x32 takes 1/8 (120x68, rounded up)
+    assert message_to_rgb(msg, shrink_to=(320, 240)).shape == (270, 480, 3)
+    assert message_to_rgb(msg, shrink_to=(64, 32)).shape == (68, 120, 3)
+    assert message_to_rgb(msg, shrink_to=(960, 540)).shape == (540, 960, 3)  # no smaller scale covers it
+    # DCT scaling is a downsampled picture of the same scene, in the same colours
+    half = message_to_rgb(msg, shrink_to=(320, 240)).astype(np.float32)
+    reference = cv2.resize(full, (480, 270), interpolation=cv2.INTER_AREA).astype(np.float32)
+    assert np.abs(half - reference).mean() < 3.0
+
+
+def test_png_ignores_shrink_to_and_raw_colour_images_are_shrunk_before_conversion(camvid_rgb):
+    rgb = camvid_rgb[0]
+    ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    assert np.array_equal(message_to_rgb(_received_compressed(png.tobytes(), "png")[0], (64, 32)), rgb)
+    expected = cv2.resize(rgb, (120, 90), interpolation=cv2.INTER_AREA)
+    for encoding in ("bgr8", "rgba8", "rgb8"):
+        msg = _received_messages(rgb_to_image_fields(rgb, encoding))[0]
+        assert np.array_equal(message_to_rgb(msg, shrink_to=(120, 90)), expected), encoding
+    # Bayer cannot be resized before demosaicing: full size, as without shrink_to
+    bayer = _received_messages(rgb_to_image_fields(rgb, "bayer_rggb8"))[0]
+    assert message_to_rgb(bayer, shrink_to=(120, 90)).shape == rgb.shape
