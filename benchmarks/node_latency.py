@@ -3,7 +3,7 @@
 For each case (image size published x network input size), in one run:
 1. encoder only: ``load_encoder(model, "cpu", size).encode([image])`` - the call the node
    makes, same constructor, same image size - batch 1, median ms over real frames, timed
-   in a worker thread like the node's (and again with 1 torch thread, for comparison);
+   in a worker thread like the node's, with the node's thread setting (1) and inference path;
 2. one in flight: the next image is published only once the previous one's
    ``LoopClosure`` came back, so the node is never overloaded; round-trip latency
    (image published -> its LoopClosure received) median / p95, and the node's own
@@ -18,10 +18,13 @@ For each case (image size published x network input size), in one run:
 
 Cases: ``native`` (nordland64 images at 64x32, network at --resize), ``camera640``
 (640x480 images made by upscaling the same frames, network at --resize: a real camera
-feeding the demo's model) and ``camera640-fullres`` (640x480 images and network input).
-Map: nordland64 summer frames of the test stretch (300 of them; 30 for the full-res
-network, which takes 0.1-0.5 s a frame here depending on load - the map size hardly
-matters to the timing); queries: the winter frames of the same stretch. The node runs as its own process
+feeding the demo's model), ``camera640-fullres`` (640x480 images and network input), and
+``gardens640`` / ``gardens640-verify``: real Gardens Point campus frames (960x540 -> 640x480,
+texture for ORB), network at 640x480, without / with geometric verification (annotate:
+ORB on every query, top_k candidates verified against the map's stored features).
+Maps: nordland64 summer frames of the test stretch (300 of them; 30 for the full-res
+network - the map size hardly matters to the timing), queries the winter frames of the
+same stretch; Gardens Point: 100 day_right frames, queries day_left. The node runs as its own process
 (``python -m structvpr_ros.node``, as on a robot) with config/structvpr.yaml and the
 overrides ``structvpr replay`` uses, except use_sim_time=false; images are published as
 serialized sensor_msgs/Image (rgb8) from a bag written by ``make-bag``'s writer, RELIABLE
@@ -72,6 +75,7 @@ from structvpr_core.runtime.encoder import load_encoder
 from structvpr_core.data.images import read_rgb
 from structvpr_core.io_utils import atomic_write, atomic_write_text
 from structvpr_core.retrieval.map_database import MapDatabase, ModelIdentity
+from structvpr_core.runtime.threads import apply_in_this_thread, set_compute_threads
 from structvpr_core.paths import shared_dir
 from structvpr_ros import bag_io
 from structvpr_core.cli import parse_size
@@ -87,6 +91,7 @@ HALF_A_YEAR_S = 182 * 86400  # map stamps: the summer pass, before the winter qu
 STAMP_STEP_NS = 100_000_000  # query stamps only need to increase (every frame is a keyframe)
 DIAGNOSTICS_PERIOD_S = 0.5
 DROP_THRESHOLD = 0.01
+NODE_THREADS = 1  # config/structvpr.yaml's cpu_threads: the benchmark's own encoder timing uses the same
 
 
 @dataclass(frozen=True)
@@ -100,6 +105,8 @@ class Case:
     warmup_frames: int  # first inferences of a fresh process are slow; not measured
     encoder_iters: int
     map_frames: int
+    dataset: str = "nordland64"  # nordland64: summer map, winter queries | gardenspoint: day_right map, day_left queries
+    verification: str = "off"  # the node's verification parameter (the map then stores ORB features)
 
     def __post_init__(self):
         if not self.rates_hz or any(r <= 0 for r in self.rates_hz) or list(self.rates_hz) != sorted(self.rates_hz):
@@ -118,7 +125,17 @@ CASES = {
     "camera640-fullres": Case("camera640-fullres", camera_size=(640, 480), model_size=(640, 480),
                               rates_hz=(1, 2, 4, 6, 8, 12, 16, 24), frames_per_rate=20, latency_frames=10,
                               warmup_frames=2, encoder_iters=10, map_frames=30),
+    # real 960x540 campus frames at 640x480 (texture for ORB), network at 640x480, with and without
+    # geometric verification of the top_k candidates
+    "gardens640": Case("gardens640", camera_size=(640, 480), model_size=(640, 480),
+                       rates_hz=(2, 5, 8, 10, 12, 15, 20, 30), frames_per_rate=30, latency_frames=30,
+                       warmup_frames=3, encoder_iters=30, map_frames=100, dataset="gardenspoint"),
+    "gardens640-verify": Case("gardens640-verify", camera_size=(640, 480), model_size=(640, 480),
+                              rates_hz=(2, 5, 8, 10, 12, 15, 20, 30), frames_per_rate=30, latency_frames=30,
+                              warmup_frames=3, encoder_iters=30, map_frames=100, dataset="gardenspoint",
+                              verification="annotate"),
 }
+DEFAULT_CASES = ("native", "camera640", "camera640-fullres", "gardens640", "gardens640-verify")
 
 
 def main() -> int:
@@ -127,7 +144,7 @@ def main() -> int:
                     help="checkpoint file, or baseline random-mobilenetv2 | raw-pixel (default random-mobilenetv2)")
     ap.add_argument("--resize", default="64x32", help="WxH network input of the native and camera640 cases "
                                                       "(default 64x32, the demo's)")
-    ap.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    ap.add_argument("--cases", nargs="+", default=list(DEFAULT_CASES), choices=list(CASES))
     ap.add_argument("--params", default=str(DEFAULT_PARAMS),
                     help="node parameters YAML (default config/structvpr.yaml)")
     ap.add_argument("--in-process", action="store_true",
@@ -137,9 +154,11 @@ def main() -> int:
     ap.add_argument("--plot", help="PNG (default: --out with .png)")
     args = ap.parse_args()
     resize = parse_size(args.resize)
-    nordland = shared_dir() / "data" / "nordland64"
-    if not nordland.is_dir():
-        raise SystemExit(f"node_latency: nordland64 not found at {nordland} (set STRUCTVPR_SHARED)")
+    set_compute_threads(NODE_THREADS)
+    nordland, gardens = shared_dir() / "data" / "nordland64", shared_dir() / "data" / "gardenspoint"
+    if not nordland.is_dir() or not gardens.is_dir():
+        raise SystemExit(f"node_latency: nordland64 / gardenspoint not found in {shared_dir() / 'data'} "
+                         "(set STRUCTVPR_SHARED)")
     if not Path(args.params).is_file():
         raise SystemExit(f"node_latency: node parameters file not found: {args.params}")
     out = Path(args.out)
@@ -155,7 +174,7 @@ def main() -> int:
         "cpu": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
+        "compute_threads": NODE_THREADS,
         "ros_domain_id": int(os.environ["ROS_DOMAIN_ID"]),
         "drop_threshold": DROP_THRESHOLD,
         "loadavg_start": os.getloadavg(),
@@ -163,17 +182,22 @@ def main() -> int:
     }
     with tempfile.TemporaryDirectory(prefix="structvpr_node_latency_") as tmp:
         tmp = Path(tmp)
-        summer = bag_io.load_sequence(nordland / "summer", nordland_poses=True, frame_range=MAP_STRETCH)
-        winter = bag_io.load_sequence(nordland / "winter", frame_range=MAP_STRETCH)
-        maps: dict[tuple, dict] = {}  # (model size, camera size) -> map info; cases share maps
+        sequences = {  # dataset -> (map frames, query frames)
+            "nordland64": (bag_io.load_sequence(nordland / "summer", nordland_poses=True, frame_range=MAP_STRETCH),
+                           bag_io.load_sequence(nordland / "winter", frame_range=MAP_STRETCH)),
+            "gardenspoint": (bag_io.load_sequence(gardens / "day_right", nordland_poses=True),
+                             bag_io.load_sequence(gardens / "day_left")),
+        }
+        maps: dict[tuple, dict] = {}  # (dataset, model size, camera size, features) -> map info; cases share maps
         for name in args.cases:
             case = CASES[name]
             model_size = case.model_size or resize
-            key = (model_size, case.camera_size)
+            map_frames, queries = sequences[case.dataset]
+            key = (case.dataset, model_size, case.camera_size, case.verification != "off")
             if key not in maps:
-                maps[key] = build_map(args.model, model_size, summer[: case.map_frames], case.camera_size,
-                                      tmp / f"map_{len(maps)}")
-            result["cases"].append(run_case(case, args, model_size, maps[key], winter, tmp))
+                maps[key] = build_map(args.model, model_size, map_frames[: case.map_frames], case.camera_size,
+                                      tmp / f"map_{len(maps)}", with_features=key[3])
+            result["cases"].append(run_case(case, args, model_size, maps[key], queries, tmp))
     result["loadavg_end"] = os.getloadavg()
     result["wall_s"] = time.monotonic() - started
     atomic_write_text(out, json.dumps(result, indent=1) + "\n")
@@ -191,18 +215,19 @@ def camera_image(rgb: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
     return rgb if size is None else cv2.resize(rgb, size, interpolation=cv2.INTER_LINEAR)
 
 
-def build_map(model: str, model_size, frames: list[bag_io.Frame], camera_size, out: Path) -> dict:
-    """Summer frames (at the case's camera size) -> map at ``out``, with ``build-map``'s encoding loop."""
+def build_map(model: str, model_size, frames: list[bag_io.Frame], camera_size, out: Path, with_features: bool) -> dict:
+    """Map frames (at the case's camera size) -> map at ``out``, with ``build-map``'s encoding loop."""
     t0 = time.monotonic()
     encoder = load_encoder(model, "cpu", model_size)
     db = MapDatabase(ModelIdentity.of_encoder(encoder, model))
     stamps = bag_io.sequence_stamps_ns(frames, bag_io.DEFAULT_RATE_HZ, bag_io.DEFAULT_START_S - HALF_A_YEAR_S)
     items = ((int(s), "camera", f.pose, f.path.name, camera_image(read_rgb(f.path), camera_size))
              for f, s in zip(frames, stamps))
-    add_encoded(db, encoder, items, len(frames), batch_size=16, max_features=None)
+    add_encoded(db, encoder, items, len(frames), batch_size=16, max_features=1000 if with_features else None)
     db.save(out)
     return {"dir": out, "keyframes": len(db), "model": db.model.to_json(), "build_s": time.monotonic() - t0,
-            "frames": f"nordland64 summer {frames[0].number}..{frames[-1].number}"}
+            "frames": f"{frames[0].path.parent.name} {frames[0].number}..{frames[-1].number}",
+            "with_features": with_features}
 
 
 def write_query_bag(frames: list[bag_io.Frame], camera_size, tmp: Path, name: str) -> tuple[Path, list[np.ndarray]]:
@@ -230,28 +255,24 @@ def bag_messages(bag: Path) -> list[Image]:
 
 
 def encoder_only(model: str, model_size, images: list[np.ndarray], iters: int) -> dict:
-    """Batch-1 encode times, in a worker thread as in the node: with torch's default threads (what the
-    node does) and with one thread (for comparison). Not in the main thread: on this machine's 2 busy
-    cores, main-thread timings had 2-5x the worker thread's median and 100+ ms outliers."""
+    """Batch-1 encode times with the node's encoder and thread setting, in a worker thread as in
+    the node (main-thread timings on this machine's 2 busy cores had 2-5x the worker's median)."""
     encoder = load_encoder(model, "cpu", model_size)  # what the node's startup does
-    default = _timed_in_thread(encoder, images, iters, threads=None)
-    threads = torch.get_num_threads()
-    one_thread = _timed_in_thread(encoder, images, iters, threads=1)
-    torch.set_num_threads(threads)  # torch's thread count is process-wide: restore it
-    return {"iters": iters, "torch_threads": threads, **stats_ms(default), "one_thread": stats_ms(one_thread)}
+    times = _timed_in_thread(encoder, images, iters)
+    path = getattr(encoder, "path", None)
+    return {"iters": iters, "compute_threads": NODE_THREADS, "inference": path.describe() if path else None,
+            **stats_ms(times)}
 
 
-def _timed_in_thread(encoder, images: list[np.ndarray], iters: int, threads: int | None) -> list[float]:
+def _timed_in_thread(encoder, images: list[np.ndarray], iters: int) -> list[float]:
     times, failure = [], []
 
     def work():
         try:
-            if threads is not None:
-                torch.set_num_threads(threads)
+            apply_in_this_thread()
             for img in images[:3]:  # warm-up: first calls allocate
                 encoder.encode([img])
-            for i in tqdm(range(iters), desc=f"encoder only, torch threads {threads or 'default'}", unit="img",
-                          leave=False):
+            for i in tqdm(range(iters), desc="encoder only", unit="img", leave=False):
                 t0 = time.perf_counter()
                 encoder.encode([images[i % len(images)]])
                 times.append((time.perf_counter() - t0) * 1e3)
@@ -385,18 +406,19 @@ def phase_result(sent: list[tuple[int, float]], recorder: DiagnosticsHistory, be
     return row
 
 
-def run_case(case: Case, args, model_size, map_info: dict, winter: list[bag_io.Frame], tmp: Path) -> dict:
+def run_case(case: Case, args, model_size, map_info: dict, queries: list[bag_io.Frame], tmp: Path) -> dict:
     t_case = time.monotonic()
     loadavg_before = os.getloadavg()
     distinct = max(case.frames_per_rate, case.latency_frames)
-    bag, images = write_query_bag(winter[:distinct], case.camera_size, tmp, case.name)
+    bag, images = write_query_bag(queries[:distinct], case.camera_size, tmp, case.name)
     print(f"[{case.name}] encoder only", flush=True)
     encoder = encoder_only(args.model, model_size, images, case.encoder_iters)
 
     index = index_bag(bag, IMAGE_TOPIC, None)
     db_args = SimpleNamespace(resize=None, map=map_info["dir"], model=args.model, device="cpu")
     overrides = node_overrides(db_args, index, MapDatabase.load(map_info["dir"]))
-    overrides.update(use_sim_time=False, diagnostics_period_s=DIAGNOSTICS_PERIOD_S)
+    overrides.update(use_sim_time=False, diagnostics_period_s=DIAGNOSTICS_PERIOD_S, verification=case.verification,
+                     cpu_threads=NODE_THREADS)
     messages = bag_messages(bag)
 
     reliable = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE)
@@ -456,12 +478,15 @@ def run_case(case: Case, args, model_size, map_info: dict, winter: list[bag_io.F
         "image_size": list(images[0].shape[1::-1]),
         "model_input": list(model_size) if model_size else None,
         "map": {k: v for k, v in map_info.items() if k != "dir"},  # dir: a temporary folder
-        "queries": f"nordland64 winter {winter[0].number}..{winter[distinct - 1].number}"
+        "queries": f"{case.dataset} {queries[0].path.parent.name} {queries[0].number}..{queries[distinct - 1].number}"
                    + (f", upscaled to {case.camera_size[0]}x{case.camera_size[1]}" if case.camera_size else ""),
         "image_message_bytes": len(messages[0].data),
         "node_overrides": {k: str(v) if isinstance(v, Path) else v for k, v in overrides.items()},
         "node_startup_s": startup_s,
         "encoder_only_ms": encoder,
+        "verification": case.verification,
+        # the issue 9 target: round trip (one in flight) <= 1.15x the encoder alone
+        "round_trip_over_encoder": ((one["round_trip_ms"] or {}).get("median", np.nan) / encoder["median"]),
         "one_in_flight": one,
         "sweep": sweep,
         "max_sustained_rate_hz": sustained["rate_hz"] if sustained else None,
@@ -490,20 +515,22 @@ def _fmt(value, spec: str = ".1f") -> str:
 
 
 def table(result: dict) -> str:
-    lines = [f"node latency, model {result['model']}, node {result['node']}, torch threads "
-             f"{result['torch_threads']}, loadavg start {result['loadavg_start'][0]:.2f} "
+    lines = [f"node latency, model {result['model']}, node {result['node']}, threads "
+             f"{result['compute_threads']}, loadavg start {result['loadavg_start'][0]:.2f} "
              f"end {result['loadavg_end'][0]:.2f} ({result['cpu_count']} CPUs)"]
     for c in result["cases"]:
         one, node = c["one_in_flight"], c["one_in_flight"]["node"] or {}
         rt = one["round_trip_ms"] or {}
         lines += [
             "",
-            f"[{c['case']}] images {c['image_size'][0]}x{c['image_size'][1]}, network input "
+            f"[{c['case']}] images {c['image_size'][0]}x{c['image_size'][1]}, verification {c['verification']}, "
+            f"network input "
             f"{'x'.join(map(str, c['model_input'])) if c['model_input'] else 'own'}, map {c['map']['keyframes']} "
             f"keyframes, loadavg {c['loadavg_before'][0]:.2f} -> {c['loadavg_after'][0]:.2f}",
-            f"  encoder only: median {c['encoder_only_ms']['median']:.1f} ms, p95 {c['encoder_only_ms']['p95']:.1f} ms "
-            f"({c['encoder_only_ms']['torch_threads']} torch threads, as the node); 1 thread: median "
-            f"{c['encoder_only_ms']['one_thread']['median']:.1f} ms",
+            f"  encoder only ({c['encoder_only_ms']['inference'] or 'no network'}, "
+            f"{c['encoder_only_ms']['compute_threads']} thread(s), as the node): median "
+            f"{c['encoder_only_ms']['median']:.1f} ms, p95 {c['encoder_only_ms']['p95']:.1f} ms; round trip / encoder "
+            f"{c['round_trip_over_encoder']:.2f}",
             f"  one in flight ({one['answered']}/{one['sent']} answered): round trip median "
             f"{_fmt(rt.get('median'))} ms, p95 {_fmt(rt.get('p95'))} ms; node internal mean "
             f"{_fmt(node.get('latency_ms_mean'))} ms "

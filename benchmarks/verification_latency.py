@@ -1,0 +1,96 @@
+"""Geometric verification of top_k candidates vs one encoder pass, same frames, same run.
+
+Real Gardens Point frames at 640x480: each query (day_left frame N) is verified against
+top_k candidates as the node would get them - the same place from the other side of the
+path (day_right N), the next frame (day_left N+1) and unrelated places - with the
+candidates' ORB features precomputed (a map stores them). Per query, round-robin:
+the encoder pass (the node's network and inference path, 1 thread), ORB extraction of
+the query, and ``verify`` against the top_k candidates. The issue 9 target: verifying
+top_k = 5 costs less than one encoder pass.
+
+    .venv/bin/python benchmarks/verification_latency.py --out benchmarks/results/verification_latency_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+import cv2
+
+from structvpr_core.io_utils import atomic_write_text
+from structvpr_core.loop_closure.geometry import GeometryConfig, extract_features, verify
+from structvpr_core.paths import shared_dir
+from structvpr_core.runtime.encoder import load_encoder
+from structvpr_core.runtime.threads import set_compute_threads
+
+STUDENT = "training/checkpoints/nordland64_gpd_phi_seed0_fp16.pt"
+
+
+def frame(traversal: str, number: int):
+    bgr = cv2.imread(str(shared_dir() / "data/gardenspoint" / traversal / f"Image{number:03d}.jpg"))
+    return cv2.cvtColor(cv2.resize(bgr, (640, 480), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+
+
+def ms_since(t0: float) -> float:
+    return (time.perf_counter() - t0) * 1e3
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=STUDENT)
+    ap.add_argument("--queries", type=int, default=20)
+    ap.add_argument("--top-k", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default="benchmarks/results/verification_latency_cpu.json")
+    args = ap.parse_args()
+    set_compute_threads(args.threads)
+    load_start = os.getloadavg()[0]
+    config = GeometryConfig()
+    encoder = load_encoder(args.model, "cpu", (640, 480))
+    numbers = [10 + 9 * i for i in range(args.queries)]
+    rows = {"encoder_ms": [], "extract_ms": [], "verify_top_k_ms": [], "verified": []}
+    for n in numbers:
+        query = frame("day_left", n)
+        unrelated = [(n + 50 + 37 * j) % 199 for j in range(max(0, args.top_k - 2))]
+        candidates = [frame("day_right", n), frame("day_left", n + 1), *(frame("day_right", u) for u in unrelated)]
+        features = [extract_features(c, config.max_features) for c in candidates[: args.top_k]]
+        t0 = time.perf_counter()
+        encoder.encode([query])
+        rows["encoder_ms"].append(ms_since(t0))
+        t0 = time.perf_counter()
+        q = extract_features(query, config.max_features)
+        rows["extract_ms"].append(ms_since(t0))
+        t0 = time.perf_counter()
+        results = [verify(q, c, config) for c in features]
+        rows["verify_top_k_ms"].append(ms_since(t0))
+        rows["verified"].append(sum(r.verified for r in results))
+    med = {k: statistics.median(v) for k, v in rows.items() if k != "verified"}
+    result = {
+        "benchmark": "verification_latency", "model": args.model, "inference": encoder.path.describe(),
+        "threads": args.threads, "queries": len(numbers), "top_k": args.top_k, "image": "640x480",
+        "median_ms": med,
+        "p95_ms": {k: sorted(v)[int(0.95 * (len(v) - 1))] for k, v in rows.items() if k != "verified"},
+        "verify_top_k_over_encoder": med["verify_top_k_ms"] / med["encoder_ms"],
+        "extract_plus_verify_over_encoder": (med["extract_ms"] + med["verify_top_k_ms"]) / med["encoder_ms"],
+        "mean_verified_per_query": statistics.mean(rows["verified"]),
+        "loadavg_1m_start": load_start, "loadavg_1m_end": os.getloadavg()[0],
+        "per_query": rows,
+    }
+    atomic_write_text(Path(args.out), json.dumps(result, indent=2))
+    print(f"\n{args.queries} queries, top_k {args.top_k}, 640x480, {args.threads} thread(s), "
+          f"{result['inference']}, load {load_start:.1f} -> {result['loadavg_1m_end']:.1f}")
+    print(f"{'':28s}{'median ms':>10s}{'p95 ms':>9s}")
+    for k in ("encoder_ms", "extract_ms", "verify_top_k_ms"):
+        print(f"{k:28s}{med[k]:10.1f}{result['p95_ms'][k]:9.1f}")
+    print(f"verify top_k / encoder: {result['verify_top_k_over_encoder']:.2f}; (ORB + verify) / encoder: "
+          f"{result['extract_plus_verify_over_encoder']:.2f}; verified per query {result['mean_verified_per_query']:.1f}")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
