@@ -415,7 +415,8 @@ def run_case(case: Case, args, model_size, map_info: dict, queries: list[bag_io.
     encoder = encoder_only(args.model, model_size, images, case.encoder_iters)
 
     index = index_bag(bag, IMAGE_TOPIC, None)
-    db_args = SimpleNamespace(resize=None, map=map_info["dir"], model=args.model, device="cpu")
+    db_args = SimpleNamespace(resize=None, map=map_info["dir"], model=args.model, device="cpu", runtime="auto",
+                              precision="auto")
     overrides = node_overrides(db_args, index, MapDatabase.load(map_info["dir"]))
     overrides.update(use_sim_time=False, diagnostics_period_s=DIAGNOSTICS_PERIOD_S, verification=case.verification,
                      cpu_threads=NODE_THREADS)

@@ -61,6 +61,7 @@ from structvpr_core.io_utils import atomic_write_text
 from structvpr_core.retrieval.map_database import MapDatabase
 from structvpr_core.evaluation.metrics import plot_pr, pr_auc, pr_curve, recall_at_100_precision, recall_at_n
 from structvpr_core.paths import REPO_ROOT
+from structvpr_core.runtime.options import add_inference_arguments
 from structvpr_ros import bag_io
 from structvpr_core.cli import parse_size
 
@@ -81,6 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--odom-topic", help="odometry topic in the bag (default: its only Odometry topic, if any)")
     parser.add_argument("--resize", help="WxH fed to the network (default: the input size the map was built with)")
     parser.add_argument("--device", default="auto", help="torch device of the node (default auto)")
+    add_inference_arguments(parser)
     parser.add_argument("--rate-scale", type=float, default=1.0,
                         help="playback speed relative to the bag (default 1; 0 = no pacing)")
     parser.add_argument("--max-in-flight", type=int, default=1,
@@ -253,6 +255,8 @@ def node_overrides(args, index: BagIndex, db: MapDatabase) -> dict:
         "input_width": int(size[0]) if size else 0,
         "input_height": int(size[1]) if size else 0,
         "device": args.device,
+        "runtime": args.runtime,
+        "precision": args.precision,
         "image_topic": "" if compressed else index.image_topic,
         "compressed_topic": index.image_topic if compressed else "",
         "odom_topic": index.odom_topic or "",

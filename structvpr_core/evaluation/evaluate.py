@@ -21,8 +21,8 @@ import numpy as np
 
 from structvpr_core.cli import CliError, parse_frame_range, parse_size
 from structvpr_core.data.datasets import NORDLAND64_SPLITS, PlaceSet, aligned_folders, csv_poses, nordland64, utm_folders
-from structvpr_core.runtime.options import add_inference_arguments
 from structvpr_core.runtime.encoder import BASELINES, Encoder, encode_paths, load_encoder
+from structvpr_core.runtime.options import add_inference_arguments
 from structvpr_core.data.images import read_rgb
 from structvpr_core.io_utils import atomic_write_text, file_sha256
 from structvpr_core.evaluation.metrics import pr_auc, pr_curve, plot_pr, recall_at_100_precision, recall_at_n

@@ -24,6 +24,7 @@ from structvpr_core.cli import CliError, parse_size
 from structvpr_core.config import ConfigError, to_dict
 from structvpr_core.segmentation.espnet import load_espnet
 from structvpr_core.io_utils import atomic_write_bytes, atomic_write_text, file_sha256
+from structvpr_core.runtime.threads import set_compute_threads
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 CACHE_META_NAME = "segmentation.yaml"
@@ -198,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads is not None:
         if args.threads < 1:
             raise CliError(f"--threads must be at least 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+        set_compute_threads(args.threads)
     if not args.input.is_dir():
         raise FileNotFoundError(f"input folder not found: {args.input}")
     jobs = _plan_outputs(args.input, args.output)

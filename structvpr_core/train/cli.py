@@ -19,6 +19,7 @@ from structvpr_core.models.checkpoint import load_checkpoint
 from structvpr_core.runtime.network import pick_device
 from structvpr_core.io_utils import atomic_write_text
 from structvpr_core.train.config import STEPS, load_experiment
+from structvpr_core.runtime.threads import set_compute_threads
 
 TEST_STEPS = ("stage1-rgb", "stage1-seg", "stage2")
 
@@ -39,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.threads:
-        torch.set_num_threads(args.threads)
+        set_compute_threads(args.threads)  # torch, and faiss for the recall evaluations
     if args.step == "report":
         from pathlib import Path
 
