@@ -3,8 +3,8 @@
 For each model (``--models``) and inference path (``--paths``), batch 1 at ``--size``:
 median ms per frame (paths timed round-robin, so load changes hit all alike; ratio to
 torch fp32 of the same model in the same run), descriptor cosine to torch fp32 on real
-Gardens Point frames, and with ``--recall`` R@1 on real place sets (Gardens Point test,
-day_left -> day_right, at ``--size``; nordland64 test, winter -> summer, at 64x32).
+Gardens Point frames, and with ``--recall`` R@1 on real place sets (Gardens Point train,
+day_left -> day_right, at ``--recall-size``; nordland64 test, winter -> summer, at 64x32).
 Also times preprocessing (``to_input_tensor``) of a real frame to the input size.
 
 Paths: torch-fp32, torch-bf16 (autocast + channels_last; CPUs with AVX512-BF16/AMX),
@@ -140,8 +140,8 @@ def time_round_robin(encoders: dict, x: torch.Tensor, warmup: int, iters: int) -
 
 
 def recall_at_1(path: str, model, name: str, size, calibration) -> dict[str, float]:
-    """R@1 (soft, %) on Gardens Point train (130 queries, day_left -> day_right) at ``size`` and
-    nordland64 test (677 queries, winter -> summer) at 64x32."""
+    """R@1 (soft, %) on Gardens Point train (130 queries, day_left -> day_right) at ``size``
+    (``--recall-size``) and nordland64 test (677 queries, winter -> summer) at 64x32."""
     sets = {f"gardenspoint-train@{size[0]}x{size[1]}": (gardenspoint(split="train"), size),
             "nordland64-test@64x32": (nordland64(split="test"), (64, 32))}
     out = {}
@@ -180,6 +180,7 @@ def main():
     ap.add_argument("--iters", type=int, default=15)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--recall", action="store_true", help="also R@1 per path on real place sets (minutes)")
+    ap.add_argument("--recall-size", default="320x240", help="WxH network input for the Gardens Point recall")
     ap.add_argument("--out", default="benchmarks/results/encoder_paths_cpu_1thread.json")
     args = ap.parse_args()
     size = parse_size(args.size)
@@ -206,7 +207,7 @@ def main():
         row = {"model": name, "path": path, "median_ms": statistics.median(times[(name, path)]),
                "min_ms": min(times[(name, path)]), "iters": args.iters, "min_cosine_vs_torch_fp32": cos}
         if args.recall:
-            row["recall@1"] = recall_at_1(path, models[name], name, size, calibration)
+            row["recall@1"] = recall_at_1(path, models[name], name, parse_size(args.recall_size), calibration)
         rows.append(row)
     for row in rows:
         ref = next((r for r in rows if r["model"] == row["model"] and r["path"] == "torch-fp32"), None)

@@ -150,7 +150,7 @@ def main():
     ap.add_argument("--nlist", type=int, default=1024)
     ap.add_argument("--m", type=int, default=56, help="PQ sub-quantizers (divides 448: 8 dims each)")
     ap.add_argument("--nprobe", nargs="+", type=int, default=[4, 8, 16, 32, 64])
-    ap.add_argument("--train-vectors", type=int, default=40_000, help="padding descriptors added to the training set")
+    ap.add_argument("--train-vectors", type=int, default=20_000, help="padding descriptors added to the training set")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="benchmarks/results/map_query_cpu.json")
@@ -159,13 +159,17 @@ def main():
     load_start = os.getloadavg()[0]
     real, queries, positives = real_descriptors(args.model)
     real_only = place_recall((queries @ real.T).argmax(axis=1), positives)
-    sizes = [run_size(size, real, queries, positives, args) for size in args.sizes]
     result = {"benchmark": "map_query", "model": args.model, "dim": int(real.shape[1]), "queries": len(queries),
               "real_map_only_recall@1": real_only, "threads": args.threads, "nlist": args.nlist, "m": args.m, "nbits": 8,
-              "loadavg_1m_start": load_start, "loadavg_end": os.getloadavg()[0], "sizes": sizes}
+              "loadavg_1m_start": load_start, "sizes": []}
     out = Path(args.out)
-    atomic_write_text(out, json.dumps(result, indent=2))
-    plot(result, out.with_suffix(".png"))
+    sizes = result["sizes"]
+    for size in args.sizes:  # written after each size: the 1M one takes long on a busy machine
+        print(f"map size {size:,} ...", flush=True)
+        sizes.append(run_size(size, real, queries, positives, args))
+        result["loadavg_end"] = os.getloadavg()[0]
+        atomic_write_text(out, json.dumps(result, indent=2))
+        plot(result, out.with_suffix(".png"))
     print(f"\n{'map':>10s} {'index':14s}{'median ms':>10s}{'p95 ms':>8s}{'R@1':>7s}{'= exact':>9s}")
     for r in sizes:
         if "flat" in r:
