@@ -294,6 +294,9 @@ def test_geometric_verification_annotates_candidates_with_inliers_and_relative_p
     ({"mode": "localization"}, "localization' needs map_dir"),
     ({"image_topic": "", "compressed_topic": ""}, "would get no images"),
     ({"cpu_threads": -1}, "cpu_threads must be >= 0"),
+    ({"runtime": "tensorrt"}, "runtime: 'tensorrt' is not one of"),
+    ({"model": "random-mobilenetv2", "input_width": 64, "input_height": 32, "device": "cpu", "precision": "fp16"},
+     "precision 'fp16' needs CUDA"),
 ])
 def test_invalid_parameters_make_the_node_refuse_to_start(params, message):
     with ros_context() as context:

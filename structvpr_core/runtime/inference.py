@@ -3,14 +3,14 @@
 Works for any RGB module whose ``forward(x)`` maps (B, 3, H, W) to (B, dim).
 ``choose_path`` picks one for the device it runs on; ``make_runner`` builds it.
 
-Measured on this project's 2-core AVX512-BF16 CPU (benchmarks/encoder_latency.py,
-MobileNetV2 student, 640x480, batch 1, 1 thread, same run; results in
-benchmarks/README.md): torch fp32 ~95-120 ms, torch bf16 autocast + channels_last
-~30-40 ms, ONNX Runtime fp32 ~25-30 ms, ONNX Runtime int8 (static QDQ, VNNI) ~45 ms.
-So ``auto`` on a CPU is ONNX Runtime fp32 (exact, fastest) when it is installed, else
-torch bf16 where the CPU has AVX512-BF16 or AMX, else torch fp32; on CUDA it is torch
-fp16 autocast. int8 is slower than ONNX Runtime fp32 here and loses accuracy, so it
-is only a benchmark entry, not a path.
+Measured on this project's 2-core AVX512-BF16 CPU (MobileNetV2, 640x480, batch 1,
+1 thread; benchmarks/encoder_latency.py, numbers in benchmarks/README.md): at load ~1
+torch fp32 94-114 ms, torch bf16 autocast + channels_last 39 ms, ONNX Runtime fp32
+28.6 ms, ONNX Runtime int8 (static QDQ, VNNI) 46 ms; at load 18-20, same run, speed-ups
+over torch fp32 of 2.4-2.8x (bf16), 3.3-3.6x (ORT fp32), 2.3-6.6x (int8). So ``auto``
+on a CPU is ONNX Runtime fp32 (exact and consistently fast) when it is installed, else
+torch bf16 where the CPU has AVX512-BF16 or AMX, else torch fp32; on CUDA torch fp16
+autocast. int8 ranks inconsistently and costs ~0.006 cosine: a benchmark entry only.
 """
 
 from __future__ import annotations
