@@ -7,10 +7,12 @@ Measured on this project's 2-core AVX512-BF16 CPU (MobileNetV2, 640x480, batch 1
 1 thread; benchmarks/encoder_latency.py, numbers in benchmarks/README.md): at load ~1
 torch fp32 94-114 ms, torch bf16 autocast + channels_last 39 ms, ONNX Runtime fp32
 28.6 ms, ONNX Runtime int8 (static QDQ, VNNI) 46 ms; at load 18-20, same run, speed-ups
-over torch fp32 of 2.4-2.8x (bf16), 3.3-3.6x (ORT fp32), 2.3-6.6x (int8). So ``auto``
-on a CPU is ONNX Runtime fp32 (exact and consistently fast) when it is installed, else
-torch bf16 where the CPU has AVX512-BF16 or AMX, else torch fp32; on CUDA torch fp16
-autocast. int8 ranks inconsistently and costs ~0.006 cosine: a benchmark entry only.
+over torch fp32 of 2.4-2.8x (bf16), 3.3-3.6x (ORT fp32), 2.3-6.6x (int8). Accuracy
+(encoder_paths_recall_cpu.json, shipped student): ORT fp32 gives fp32's R@1 exactly;
+bf16 keeps cosine >= 0.999 yet loses R@1 (Gardens Point 20.8 -> 16.2, nordland64 3.7 ->
+3.1) and int8 more, beyond the 1-point budget. So ``auto`` on a CPU is ONNX Runtime fp32
+when it is installed, else torch fp32; bf16 (CPUs with AVX512-BF16 or AMX only) must be
+asked for. On CUDA ``auto`` is torch fp16 autocast (not measured here: no GPU was lent).
 """
 
 from __future__ import annotations
@@ -78,9 +80,7 @@ def choose_path(device: torch.device, runtime: str = "auto", precision: str = "a
         return InferencePath("onnxruntime", "fp32")
     if runtime == "auto" and precision in ("auto", "fp32") and onnxruntime_installed():
         return InferencePath("onnxruntime", "fp32")
-    if precision == "auto":
-        return InferencePath("torch", "bf16" if cpu_supports_bf16() else "fp32")
-    return InferencePath("torch", precision)
+    return InferencePath("torch", "fp32" if precision == "auto" else precision)
 
 
 class TorchRunner:

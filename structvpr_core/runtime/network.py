@@ -25,7 +25,7 @@ class NetworkEncoder:
     ``input_size`` (W, H): required unless the module has ``config.input_size`` (StructVPR nets).
 
     ``runtime`` / ``precision``: see ``structvpr_core.runtime.inference`` ("auto": the
-    fastest measured path this machine has).
+    fastest measured path that keeps fp32's recall).
     """
 
     def __init__(self, model: torch.nn.Module, name: str, device: str = "auto",

@@ -10,6 +10,6 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 def add_inference_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     parser.add_argument("--runtime", choices=RUNTIMES, default="auto",
-                        help="network runtime (default auto: the fastest measured one this machine has)")
+                        help="network runtime (default auto: ONNX Runtime fp32 on a CPU when installed, else torch)")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="fp32 | bf16 (CPUs with AVX512-BF16/AMX) | fp16 (CUDA); default auto")
