@@ -179,15 +179,19 @@ class StructVPRNode(Node):
         # imported here, not at the top: torch takes seconds to import, and a node with a
         # bad parameter should say so at once
         from structvpr_core.runtime.encoder import load_encoder
-        from structvpr_core.runtime.network import pick_device
 
         cfg = self.config
         if cfg.cpu_threads:
             set_compute_threads(cfg.cpu_threads)
-        try:
-            self.device = pick_device(cfg.device)
-        except RuntimeError as e:  # CUDA requested but missing
-            raise ConfigError(f"device: {e}") from None
+        if cfg.model == "raw-pixel":  # no network: no device, and no torch import (seconds on a busy CPU)
+            self.device = "cpu"
+        else:
+            from structvpr_core.runtime.network import pick_device
+
+            try:
+                self.device = pick_device(cfg.device)
+            except RuntimeError as e:  # CUDA requested but missing
+                raise ConfigError(f"device: {e}") from None
         try:
             self.encoder = load_encoder(cfg.model, str(self.device), cfg.input_size,
                                         runtime=cfg.runtime, precision=cfg.precision)
