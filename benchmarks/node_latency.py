@@ -65,9 +65,9 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import Image
 from structvpr_msgs.msg import LoopClosure
-from tqdm import tqdm
 
 from structvpr_core.config import ConfigError
+from structvpr_core.data import sequence
 from structvpr_core.runtime.encoder import load_encoder
 from structvpr_core.data.images import read_rgb
 from structvpr_core.io_utils import atomic_write, atomic_write_text
@@ -75,7 +75,8 @@ from structvpr_core.retrieval.map_database import MapDatabase, ModelIdentity
 from structvpr_core.paths import shared_dir
 from structvpr_ros import bag_io
 from structvpr_core.cli import parse_size
-from structvpr_ros.build_map import add_encoded
+from structvpr_core.progress import progress
+from structvpr_core.retrieval.build_map import add_encoded
 from structvpr_ros.make_bag import write_bag
 from structvpr_ros.outputs import ns_to_stamp
 from structvpr_ros.replay import (DEFAULT_PARAMS, LOOP_TOPIC, InProcessNode, NodeProcess, Recorder, _wait_for_node,
@@ -163,8 +164,8 @@ def main() -> int:
     }
     with tempfile.TemporaryDirectory(prefix="structvpr_node_latency_") as tmp:
         tmp = Path(tmp)
-        summer = bag_io.load_sequence(nordland / "summer", nordland_poses=True, frame_range=MAP_STRETCH)
-        winter = bag_io.load_sequence(nordland / "winter", frame_range=MAP_STRETCH)
+        summer = sequence.load_sequence(nordland / "summer", nordland_poses=True, frame_range=MAP_STRETCH)
+        winter = sequence.load_sequence(nordland / "winter", frame_range=MAP_STRETCH)
         maps: dict[tuple, dict] = {}  # (model size, camera size) -> map info; cases share maps
         for name in args.cases:
             case = CASES[name]
@@ -191,12 +192,12 @@ def camera_image(rgb: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
     return rgb if size is None else cv2.resize(rgb, size, interpolation=cv2.INTER_LINEAR)
 
 
-def build_map(model: str, model_size, frames: list[bag_io.Frame], camera_size, out: Path) -> dict:
+def build_map(model: str, model_size, frames: list[sequence.Frame], camera_size, out: Path) -> dict:
     """Summer frames (at the case's camera size) -> map at ``out``, with ``build-map``'s encoding loop."""
     t0 = time.monotonic()
     encoder = load_encoder(model, "cpu", model_size)
     db = MapDatabase(ModelIdentity.of_encoder(encoder, model))
-    stamps = bag_io.sequence_stamps_ns(frames, bag_io.DEFAULT_RATE_HZ, bag_io.DEFAULT_START_S - HALF_A_YEAR_S)
+    stamps = sequence.sequence_stamps_ns(frames, sequence.DEFAULT_RATE_HZ, sequence.DEFAULT_START_S - HALF_A_YEAR_S)
     items = ((int(s), "camera", f.pose, f.path.name, camera_image(read_rgb(f.path), camera_size))
              for f, s in zip(frames, stamps))
     add_encoded(db, encoder, items, len(frames), batch_size=16, max_features=None)
@@ -205,7 +206,7 @@ def build_map(model: str, model_size, frames: list[bag_io.Frame], camera_size, o
             "frames": f"nordland64 summer {frames[0].number}..{frames[-1].number}"}
 
 
-def write_query_bag(frames: list[bag_io.Frame], camera_size, tmp: Path, name: str) -> tuple[Path, list[np.ndarray]]:
+def write_query_bag(frames: list[sequence.Frame], camera_size, tmp: Path, name: str) -> tuple[Path, list[np.ndarray]]:
     """Winter frames at the camera size as an rgb8 bag (``make-bag``'s writer); also returns the RGB images."""
     images = [camera_image(read_rgb(f.path), camera_size) for f in frames]
     if camera_size is not None:  # write_bag reads files: store the upscaled frames first
@@ -213,9 +214,9 @@ def write_query_bag(frames: list[bag_io.Frame], camera_size, tmp: Path, name: st
         folder.mkdir()
         for f, rgb in zip(frames, images):
             cv2.imwrite(str(folder / f.path.name), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-        frames = [bag_io.Frame(folder / f.path.name, f.number, None, None) for f in frames]
+        frames = [sequence.Frame(folder / f.path.name, f.number, None, None) for f in frames]
     bag = tmp / f"{name}.bag"
-    stamps = bag_io.synthetic_stamps_ns(len(frames), bag_io.DEFAULT_RATE_HZ, bag_io.DEFAULT_START_S)
+    stamps = sequence.synthetic_stamps_ns(len(frames), sequence.DEFAULT_RATE_HZ, sequence.DEFAULT_START_S)
     write_bag(bag, frames, stamps, topic=IMAGE_TOPIC, encoding="rgb8")
     return bag, images
 
@@ -250,8 +251,8 @@ def _timed_in_thread(encoder, images: list[np.ndarray], iters: int, threads: int
                 torch.set_num_threads(threads)
             for img in images[:3]:  # warm-up: first calls allocate
                 encoder.encode([img])
-            for i in tqdm(range(iters), desc=f"encoder only, torch threads {threads or 'default'}", unit="img",
-                          leave=False):
+            for i in progress(range(iters), desc=f"encoder only, torch threads {threads or 'default'}", unit="img",
+                              leave=False):
                 t0 = time.perf_counter()
                 encoder.encode([images[i % len(images)]])
                 times.append((time.perf_counter() - t0) * 1e3)
@@ -287,7 +288,7 @@ class Player:
         self.publisher, self.recorder, self.images, self.node = publisher, recorder, images, node
         self.answer_timeout = answer_timeout
         self._cursor = 0
-        self._stamp = int(bag_io.DEFAULT_START_S * 1e9)
+        self._stamp = int(sequence.DEFAULT_START_S * 1e9)
         self._last_activity = 0.0
 
     def _prepare(self, count: int) -> list[tuple[int, bytes]]:
@@ -313,7 +314,7 @@ class Player:
 
     def one_in_flight(self, count: int, desc: str) -> list[tuple[int, float]]:
         sent = []
-        for stamp, data in tqdm(self._prepare(count), desc=desc, unit="img", leave=False):
+        for stamp, data in progress(self._prepare(count), desc=desc, unit="img", leave=False):
             self._publish(stamp, data, sent)
             self._wait_answer(stamp)
         self._last_activity = time.monotonic()
@@ -385,7 +386,7 @@ def phase_result(sent: list[tuple[int, float]], recorder: DiagnosticsHistory, be
     return row
 
 
-def run_case(case: Case, args, model_size, map_info: dict, winter: list[bag_io.Frame], tmp: Path) -> dict:
+def run_case(case: Case, args, model_size, map_info: dict, winter: list[sequence.Frame], tmp: Path) -> dict:
     t_case = time.monotonic()
     loadavg_before = os.getloadavg()
     distinct = max(case.frames_per_rate, case.latency_frames)
@@ -431,7 +432,7 @@ def run_case(case: Case, args, model_size, map_info: dict, winter: list[bag_io.F
         one["answers_per_s"] = one["answered"] / one_in_flight_s
 
         sweep = []
-        for rate in tqdm(case.rates_hz, desc=f"{case.name} rate sweep", unit="rate", leave=False):
+        for rate in progress(case.rates_hz, desc=f"{case.name} rate sweep", unit="rate", leave=False):
             begin = end
             sent = player.at_rate(rate, case.frames_per_rate)
             end = player.settle()

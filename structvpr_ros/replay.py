@@ -54,7 +54,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from structvpr_core.config import load_yaml
 from structvpr_core.io_utils import atomic_write_text
@@ -63,6 +62,7 @@ from structvpr_core.evaluation.metrics import plot_pr, pr_auc, pr_curve, recall_
 from structvpr_core.paths import REPO_ROOT
 from structvpr_ros import bag_io
 from structvpr_core.cli import parse_size
+from structvpr_core.progress import progress
 
 NODE_NAME = "structvpr_node"
 LOOP_TOPIC = f"/{NODE_NAME}/loop_closure"
@@ -435,7 +435,7 @@ def _publish_bag(args, bag, index, publishers, clock_pub, recorder, sent, node) 
     stamps = iter(index.stamps_ns)
     awaiting: list[tuple[int, float]] = []  # (stamp, sent) of images not yet answered nor given up
     prev_log = prev_wall = None
-    with bag_io.open_bag(bag) as reader, tqdm(total=len(index.stamps_ns), desc="replaying", unit="img") as bar:
+    with bag_io.open_bag(bag) as reader, progress(total=len(index.stamps_ns), desc="replaying", unit="img") as bar:
         conns = [c for c in reader.connections if c.topic in publishers]
         for conn, log_ns, raw in reader.messages(connections=conns):
             if args.rate_scale > 0 and prev_log is not None:

@@ -1,5 +1,6 @@
 """build-map from an image folder and from a bag of the same images gives the same map."""
 
+import cv2
 import numpy as np
 import pytest
 
@@ -78,3 +79,84 @@ def test_bad_arguments_fail_with_one_line(maps, capsys, tmp_path):
                  "--out", str(tmp_path / "m")]) == 2
     assert "bag not found" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
+
+
+# ---------------------------------------------------------------- real ROS 1 bags, bad frames, no stamps
+
+ROS1_BAGS = "data/ros1_bags"
+
+
+def _raw_pixel_of(rgb: np.ndarray) -> np.ndarray:
+    return load_encoder("raw-pixel", "cpu").encode([rgb])[0]
+
+
+def test_ros1_bag_with_a_topic_named_without_slash_builds_a_map(shared, tmp_path):
+    bag = shared / ROS1_BAGS / "fiducials_board_611.bag"  # topic "raspicam_node/camera/image/compressed"
+    assert main(["build-map", "--model", "raw-pixel", "--bag", str(bag),
+                 "--topic", "/raspicam_node/camera/image/compressed", "--out", str(tmp_path / "m")]) == 0
+    db = MapDatabase.load(tmp_path / "m")
+    # the header stamp (10 min before the record time 1480227350.690993144) and the camera's frame id
+    assert db.stamps_ns.tolist() == [1480227350_076296237]
+    assert db.keyframe(0).frame_id == "raspicam" and np.isnan(db.poses).all()
+    # the stored descriptor is the one of the JPEG as OpenCV decodes it (a real 1280x720 frame)
+    from rosbags.highlevel import AnyReader
+
+    with AnyReader([bag]) as reader:
+        [(conn, _, raw)] = [m for m in reader.messages() if m[0].msgtype.endswith("CompressedImage")]
+        jpeg = reader.deserialize(raw, conn.msgtype).data
+    rgb = cv2.cvtColor(cv2.imdecode(np.asarray(jpeg, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    assert rgb.shape == (720, 1280, 3)
+    [(best, similarity)] = db.query(_raw_pixel_of(rgb), 1)
+    assert best == 0 and similarity == pytest.approx(1.0, abs=1e-5)
+
+
+def test_images_with_header_stamp_0_are_stored_with_their_record_time(shared, tmp_path, capsys):
+    bag = shared / ROS1_BAGS / "rosnumpy_test.bag"  # /image rgb8 360x240, header stamp 0
+    assert main(["build-map", "--model", "raw-pixel", "--bag", str(bag), "--topic", "/image",
+                 "--out", str(tmp_path / "m")]) == 0
+    assert MapDatabase.load(tmp_path / "m").stamps_ns.tolist() == [1494949708_531555891]
+    assert "1 image(s) with header stamp 0 stored with their bag record time" in capsys.readouterr().out
+
+
+def _jpeg_bag(path, payloads: list[bytes], stamps_ns: list[int]) -> None:
+    from rosbags.rosbag2 import Writer
+
+    from structvpr_ros.bag_io import typestore
+
+    store = typestore()
+    with Writer(path, version=9) as writer:
+        conn = writer.add_connection("/cam/compressed", "sensor_msgs/msg/CompressedImage", typestore=store)
+        for data, ns in zip(payloads, stamps_ns):
+            header = store.types["std_msgs/msg/Header"](
+                stamp=store.types["builtin_interfaces/msg/Time"](sec=ns // 10**9, nanosec=ns % 10**9), frame_id="cam")
+            msg = store.types["sensor_msgs/msg/CompressedImage"](header=header, format="jpeg",
+                                                                 data=np.frombuffer(data, np.uint8))
+            writer.write(conn, ns, store.serialize_cdr(msg, conn.msgtype))
+
+
+def test_a_bad_frame_is_named_by_its_stamp_or_skipped(shared, tmp_path, capsys):
+    frames = [read_rgb(shared / f"data/nordland64/winter/images-{f:05d}.png") for f in FRAMES[:3]]
+    jpegs = [cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))[1].tobytes() for rgb in frames]
+    stamps = [1_700_000_000_000_000_000 + i * 100_000_000 for i in range(3)]
+    bag = tmp_path / "bad.bag"  # a rosbag2 directory named like a ROS 1 file
+    _jpeg_bag(bag, [jpegs[0], b"this is not a JPEG", jpegs[2]], stamps)
+    args = ["build-map", "--model", "raw-pixel", "--bag", str(bag), "--topic", "/cam/compressed"]
+    assert main([*args, "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert "image #1 (header stamp 1700000000.100000000 s, recorded at 1700000000.100000000 s)" in err
+    assert "--skip-invalid" in err and "Traceback" not in err and not (tmp_path / "m").exists()
+
+    assert main([*args, "--skip-invalid", "--out", str(tmp_path / "m")]) == 0
+    db = MapDatabase.load(tmp_path / "m")
+    assert db.stamps_ns.tolist() == [stamps[0], stamps[2]] and [db.keyframe(i).source for i in (0, 1)] == [
+        "/cam/compressed#0", "/cam/compressed#2"]
+    assert "1 invalid image(s) skipped, first: image #1" in capsys.readouterr().out
+
+
+def test_progress_is_plain_log_lines_when_not_a_terminal(maps, capsys, tmp_path):
+    # capsys' stderr is not a terminal, as in a service log or CI
+    assert main(["build-map", "--model", "raw-pixel", "--bag", str(maps[0] / "summer.bag"),
+                 "--out", str(tmp_path / "m")]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err and err.splitlines() == [line for line in err.splitlines() if line.startswith("building map: ")]
+    assert err.splitlines()[-1].startswith("building map: done 12/12 img (100.0%)")
