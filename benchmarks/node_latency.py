@@ -56,15 +56,9 @@ from types import SimpleNamespace
 
 import cv2
 import numpy as np
-import rclpy
 import torch
-from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.context import Context
-from rclpy.executors import SingleThreadedExecutor
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import Image
-from structvpr_msgs.msg import LoopClosure
 
 from structvpr_core.config import ConfigError
 from structvpr_core.data import sequence
@@ -78,9 +72,8 @@ from structvpr_core.cli import parse_size
 from structvpr_core.progress import progress
 from structvpr_core.retrieval.build_map import add_encoded
 from structvpr_ros.make_bag import write_bag
-from structvpr_ros.outputs import ns_to_stamp
-from structvpr_ros.replay import (DEFAULT_PARAMS, LOOP_TOPIC, InProcessNode, NodeProcess, Recorder, _wait_for_node,
-                                  index_bag, node_overrides)
+from structvpr_ros.replay import DEFAULT_PARAMS, Recorder, ReplaySession, index_bag, node_overrides
+from structvpr_ros.stamps import ns_to_stamp
 
 IMAGE_TOPIC = "/camera/image_raw"
 MAP_STRETCH = (29000, 35760)  # nordland64 test split: summer = map, winter = queries
@@ -394,33 +387,18 @@ def run_case(case: Case, args, model_size, map_info: dict, winter: list[sequence
     print(f"[{case.name}] encoder only", flush=True)
     encoder = encoder_only(args.model, model_size, images, case.encoder_iters)
 
-    index = index_bag(bag, IMAGE_TOPIC, None)
+    index = index_bag(bag, IMAGE_TOPIC, None, odom_max_offset_s=0.0)  # the query bag has no odometry
     db_args = SimpleNamespace(resize=None, map=map_info["dir"], model=args.model, device="cpu")
     overrides = node_overrides(db_args, index, MapDatabase.load(map_info["dir"]))
     overrides.update(use_sim_time=False, diagnostics_period_s=DIAGNOSTICS_PERIOD_S)
     messages = bag_messages(bag)
 
-    reliable = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE)
-    context = Context()
-    rclpy.init(context=context)
-    node = player_node = executor = None
-    try:
-        player_node = rclpy.create_node("structvpr_node_latency", context=context)
-        recorder = DiagnosticsHistory()
-        player_node.create_subscription(LoopClosure, LOOP_TOPIC, recorder.on_loop_closure, reliable)
-        player_node.create_subscription(DiagnosticArray, "/diagnostics", recorder.on_diagnostics, reliable)
-        publisher = player_node.create_publisher(Image, IMAGE_TOPIC, reliable)
-        executor = SingleThreadedExecutor(context=context)
-        executor.add_node(player_node)
-        threading.Thread(target=executor.spin, name="node_latency_executor", daemon=True).start()
-
-        print(f"[{case.name}] starting the node", flush=True)
-        t0 = time.monotonic()
-        node = (InProcessNode(context, Path(args.params), overrides) if args.in_process
-                else NodeProcess(Path(args.params), overrides, tmp / f"{case.name}_node.log"))
-        _wait_for_node(node, player_node, publisher, timeout=120.0)
-        startup_s = time.monotonic() - t0
-        player = Player(publisher, recorder, messages, node, args.answer_timeout)
+    recorder = DiagnosticsHistory()
+    print(f"[{case.name}] starting the node", flush=True)
+    with ReplaySession(Path(args.params), overrides, image_topic=IMAGE_TOPIC, compressed=False, recorder=recorder,
+                       separate_process=not args.in_process, log_path=tmp / f"{case.name}_node.log") as session:
+        startup_s = session.startup_s
+        player = Player(session.image_pub, recorder, messages, session.node, args.answer_timeout)
 
         player.one_in_flight(case.warmup_frames, "warm-up")
         begin = player.settle()
@@ -437,14 +415,6 @@ def run_case(case: Case, args, model_size, map_info: dict, winter: list[sequence
             sent = player.at_rate(rate, case.frames_per_rate)
             end = player.settle()
             sweep.append({"rate_hz": rate, **phase_result(sent, recorder, begin, end)})
-    finally:
-        if node is not None:
-            node.stop()
-        if executor is not None:
-            executor.shutdown()
-        if player_node is not None:
-            player_node.destroy_node()
-        rclpy.try_shutdown(context=context)
 
     sustained = None
     for row in sweep:  # contiguous from the lowest rate: one lucky rate above a failing one does not count

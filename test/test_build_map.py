@@ -4,6 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
+from bag_helpers import write_image_bag
 from structvpr_core.cli import main
 from structvpr_core.runtime.encoder import load_encoder
 from structvpr_core.data.images import read_rgb
@@ -118,28 +119,12 @@ def test_images_with_header_stamp_0_are_stored_with_their_record_time(shared, tm
     assert "1 image(s) with header stamp 0 stored with their bag record time" in capsys.readouterr().out
 
 
-def _jpeg_bag(path, payloads: list[bytes], stamps_ns: list[int]) -> None:
-    from rosbags.rosbag2 import Writer
-
-    from structvpr_ros.bag_io import typestore
-
-    store = typestore()
-    with Writer(path, version=9) as writer:
-        conn = writer.add_connection("/cam/compressed", "sensor_msgs/msg/CompressedImage", typestore=store)
-        for data, ns in zip(payloads, stamps_ns):
-            header = store.types["std_msgs/msg/Header"](
-                stamp=store.types["builtin_interfaces/msg/Time"](sec=ns // 10**9, nanosec=ns % 10**9), frame_id="cam")
-            msg = store.types["sensor_msgs/msg/CompressedImage"](header=header, format="jpeg",
-                                                                 data=np.frombuffer(data, np.uint8))
-            writer.write(conn, ns, store.serialize_cdr(msg, conn.msgtype))
-
-
 def test_a_bad_frame_is_named_by_its_stamp_or_skipped(shared, tmp_path, capsys):
     frames = [read_rgb(shared / f"data/nordland64/winter/images-{f:05d}.png") for f in FRAMES[:3]]
     jpegs = [cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))[1].tobytes() for rgb in frames]
     stamps = [1_700_000_000_000_000_000 + i * 100_000_000 for i in range(3)]
     bag = tmp_path / "bad.bag"  # a rosbag2 directory named like a ROS 1 file
-    _jpeg_bag(bag, [jpegs[0], b"this is not a JPEG", jpegs[2]], stamps)
+    write_image_bag(bag, [jpegs[0], b"this is not a JPEG", jpegs[2]], stamps, stamps, topic="/cam/compressed")
     args = ["build-map", "--model", "raw-pixel", "--bag", str(bag), "--topic", "/cam/compressed"]
     assert main([*args, "--out", str(tmp_path / "m")]) == 2
     err = capsys.readouterr().err
