@@ -79,6 +79,10 @@ def test_bad_arguments_fail_with_one_line(maps, capsys, tmp_path):
     assert main(["build-map", "--model", "raw-pixel", "--bag", str(tmp_path / "missing.bag"),
                  "--out", str(tmp_path / "m")]) == 2
     assert "bag not found" in capsys.readouterr().err
+    (tmp_path / "junk.bag").write_bytes(b"#ROSBAG V2.0\n" + bytes(100))
+    assert main(["build-map", "--model", "raw-pixel", "--bag", str(tmp_path / "junk.bag"),
+                 "--out", str(tmp_path / "m")]) == 2
+    assert "junk.bag: not a readable rosbag2 directory or ROS 1 bag" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
 
 
@@ -145,3 +149,20 @@ def test_progress_is_plain_log_lines_when_not_a_terminal(maps, capsys, tmp_path)
     err = capsys.readouterr().err
     assert "\r" not in err and err.splitlines() == [line for line in err.splitlines() if line.startswith("building map: ")]
     assert err.splitlines()[-1].startswith("building map: done 12/12 img (100.0%)")
+
+
+def test_build_map_from_images_loads_nothing_of_ros(shared, tmp_path):
+    """The folder path lives in structvpr_core: no rclpy, no rosbags, no structvpr_ros."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from structvpr_core.cli import main\n"
+        f"assert main(['build-map', '--model', 'raw-pixel', '--images', {str(shared / 'data/nordland64/summer')!r}, "
+        f"'--frame-range', '29000:29010', '--out', {str(tmp_path / 'm')!r}]) == 0\n"
+        "print('ROS modules:', sorted({m.split('.')[0] for m in sys.modules} & {'rclpy', 'rosbags', 'structvpr_ros'}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr
+    assert "ROS modules: []" in out.stdout and len(MapDatabase.load(tmp_path / "m")) == 2
