@@ -62,15 +62,15 @@ from pathlib import Path
 
 import numpy as np
 
-from structvpr_core.cli import parse_size
 from structvpr_core.config import load_yaml
-from structvpr_core.evaluation.metrics import plot_pr, pr_auc, pr_curve, recall_at_100_precision, recall_at_n
 from structvpr_core.io_utils import atomic_write_text
+from structvpr_core.retrieval.map_database import MapDatabase
+from structvpr_core.evaluation.metrics import plot_pr, pr_auc, pr_curve, recall_at_100_precision, recall_at_n
 from structvpr_core.paths import REPO_ROOT
 from structvpr_core.progress import progress
-from structvpr_core.retrieval.map_database import MapDatabase
-from structvpr_ros import bag_io
 from structvpr_ros.stamps import ns_to_stamp, stamp_to_ns
+from structvpr_ros import bag_io
+from structvpr_core.cli import parse_size
 
 NODE_NAME = "structvpr_node"
 LOOP_TOPIC = f"/{NODE_NAME}/loop_closure"
@@ -79,7 +79,8 @@ RECALL_NS = (1, 5, 10, 20)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--bag", required=True, help="rosbag2 directory or ROS 1 .bag file (images, optionally odometry)")
+    parser.add_argument("--bag", required=True,
+                        help="rosbag2 directory or ROS 1 .bag file (images, optionally odometry)")
     parser.add_argument("--map", required=True, help="map directory (structvpr build-map)")
     parser.add_argument("--model", required=True, help="checkpoint file, or baseline raw-pixel | random-mobilenetv2")
     parser.add_argument("--params", default=str(DEFAULT_PARAMS), help="node parameters YAML (default config/structvpr.yaml)")
