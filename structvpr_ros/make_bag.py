@@ -105,9 +105,9 @@ def write_bag(out: Path, frames: list[sequence.Frame], stamps_ns: np.ndarray, *,
         odom_conn = (writer.add_connection(odom_topic, "nav_msgs/msg/Odometry", typestore=store)
                      if frames and frames[0].pose is not None else None)
         for frame, stamp in progress(list(zip(frames, stamps_ns)), desc="writing bag", unit="img", leave=False):
-            header = _header(store, int(stamp), frame_id)
+            header = header_msg(store, int(stamp), frame_id)
             if odom_conn is not None:
-                odom = _odometry(store, _header(store, int(stamp), odom_frame), frame_id, frame.pose)
+                odom = odometry_msg(store, header_msg(store, int(stamp), odom_frame), frame_id, frame.pose)
                 writer.write(odom_conn, int(stamp), store.serialize_cdr(odom, odom_conn.msgtype))
             msg = _image(store, header, read_rgb(frame.path), encoding, jpeg_quality)
             writer.write(image_conn, int(stamp), store.serialize_cdr(msg, image_type))
@@ -118,7 +118,7 @@ def write_bag(out: Path, frames: list[sequence.Frame], stamps_ns: np.ndarray, *,
     return len(frames)
 
 
-def _header(store, stamp: int, frame_id: str):
+def header_msg(store, stamp: int, frame_id: str):
     sec, nanosec = split_ns(stamp)
     time = store.types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec)
     return store.types["std_msgs/msg/Header"](stamp=time, frame_id=frame_id)
@@ -140,7 +140,7 @@ def _image(store, header, rgb: np.ndarray, encoding: str, jpeg_quality: int):
     return store.types["sensor_msgs/msg/Image"](header=header, **fields)
 
 
-def _odometry(store, header, child_frame_id: str, pose: np.ndarray):
+def odometry_msg(store, header, child_frame_id: str, pose: np.ndarray):
     t = store.types
     geometry = t["geometry_msgs/msg/Pose"](
         position=t["geometry_msgs/msg/Point"](x=float(pose[0]), y=float(pose[1]), z=float(pose[2])),

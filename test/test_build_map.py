@@ -166,3 +166,17 @@ def test_build_map_from_images_loads_nothing_of_ros(shared, tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240)
     assert out.returncode == 0, out.stderr
     assert "ROS modules: []" in out.stdout and len(MapDatabase.load(tmp_path / "m")) == 2
+
+
+def test_bag_poses_are_the_odometry_nearest_each_image_within_the_offset(shared, tmp_path):
+    frames = [read_rgb(shared / f"data/nordland64/summer/images-{f:05d}.png") for f in FRAMES[:3]]
+    stamps = [1_700_000_000_000_000_000 + k * 1_000_000_000 for k in range(3)]
+    # odometry 40 ms after each image, and one pose 0.5 s after the last image (too far from it)
+    odometry = {s + 40_000_000: float(k) for k, s in enumerate(stamps[:2])} | {stamps[2] + 500_000_000: 2.0}
+    write_image_bag(tmp_path / "b.bag", frames, stamps, stamps, topic="/cam/image", odometry=odometry)
+    args = ["build-map", "--model", "raw-pixel", "--bag", str(tmp_path / "b.bag"), "--topic", "/cam/image"]
+    assert main([*args, "--out", str(tmp_path / "m")]) == 0  # default offset 0.1 s, as the node's
+    poses = MapDatabase.load(tmp_path / "m").poses
+    assert poses[:2, 0].tolist() == [0.0, 1.0] and np.isnan(poses[2]).all()
+    assert main([*args, "--odom-max-offset", "0.01", "--out", str(tmp_path / "m2")]) == 0
+    assert np.isnan(MapDatabase.load(tmp_path / "m2").poses).all()

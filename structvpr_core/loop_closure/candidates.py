@@ -29,6 +29,7 @@ keyframe) and ``PoseBuffer`` (the odometry pose nearest an image's stamp).
 from __future__ import annotations
 
 import bisect
+import math
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -180,8 +181,8 @@ class PoseBuffer:
     """
 
     def __init__(self, max_offset_s: float, capacity: int | None = 1000):
-        if not max_offset_s >= 0:
-            raise ConfigError(f"odometry max offset must be >= 0 s, got {max_offset_s}")
+        if not (max_offset_s >= 0 and math.isfinite(max_offset_s)):
+            raise ConfigError(f"odometry max offset must be a finite number >= 0 s, got {max_offset_s}")
         self.max_offset_ns = round(max_offset_s * NS_PER_S)
         self.capacity = capacity
         self._arrivals: deque[int] = deque()  # stamps in arrival order, to evict the oldest
