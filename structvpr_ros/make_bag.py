@@ -109,7 +109,7 @@ def write_bag(out: Path, frames: list[sequence.Frame], stamps_ns: np.ndarray, *,
             if odom_conn is not None:
                 odom = odometry_msg(store, header_msg(store, int(stamp), odom_frame), frame_id, frame.pose)
                 writer.write(odom_conn, int(stamp), store.serialize_cdr(odom, odom_conn.msgtype))
-            msg = _image(store, header, read_rgb(frame.path), encoding, jpeg_quality)
+            msg = image_msg(store, header, read_rgb(frame.path), encoding, jpeg_quality)
             writer.write(image_conn, int(stamp), store.serialize_cdr(msg, image_type))
         writer.close()
         os.rename(staging / out.name, out)
@@ -124,7 +124,7 @@ def header_msg(store, stamp: int, frame_id: str):
     return store.types["std_msgs/msg/Header"](stamp=time, frame_id=frame_id)
 
 
-def _image(store, header, rgb: np.ndarray, encoding: str, jpeg_quality: int):
+def image_msg(store, header, rgb: np.ndarray, encoding: str, jpeg_quality: int):
     if encoding in COMPRESSED_FORMATS:
         bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
         params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality] if encoding == "jpeg" else []

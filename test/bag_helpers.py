@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from structvpr_ros.bag_io import typestore
-from structvpr_ros.image_conversion import rgb_to_image_fields
-from structvpr_ros.make_bag import header_msg, odometry_msg
+from structvpr_ros.make_bag import header_msg, image_msg, odometry_msg
 
 
 def write_image_bag(path: Path, images: list, header_stamps_ns: list[int], record_stamps_ns: list[int],
@@ -33,8 +32,5 @@ def write_image_bag(path: Path, images: list, header_stamps_ns: list[int], recor
             if compressed:
                 msg = store.types[msgtype](header=header, format="jpeg", data=np.frombuffer(image, np.uint8))
             else:
-                fields = rgb_to_image_fields(image, "rgb8")
-                fields["data"] = np.frombuffer(fields["data"], np.uint8)
-                fields["is_bigendian"] = int(fields["is_bigendian"])
-                msg = store.types[msgtype](header=header, **fields)
+                msg = image_msg(store, header, image, "rgb8", jpeg_quality=90)
             writer.write(conn, record_ns, store.serialize_cdr(msg, msgtype))
