@@ -4,7 +4,7 @@
     .venv/bin/python scripts/demo.py            (from the repository root; ~3 min on 2 CPU cores)
 
 1. build-map: Nordland64 summer, test stretch (frames 29000..35760, 677 images), poses
-   x = frame number (structvpr_ros/bag_io.py explains the unit), stamped half a year
+   x = frame number (structvpr_core/data/sequence.py explains the unit), stamped half a year
    before the bag.
 2. make-bag: the winter pass of the same stretch as a rosbag2 (rgb8 images at 10 Hz +
    odometry from the same frame-number poses).
@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from structvpr_core.cli import main as structvpr  # noqa: E402
 from structvpr_core.paths import shared_dir  # noqa: E402
-from structvpr_ros.bag_io import DEFAULT_START_S  # noqa: E402
+from structvpr_core.data.sequence import DEFAULT_START_S  # noqa: E402
 
 TEST_STRETCH = "29000:35760"
 STUDENT = REPO_ROOT / "training" / "checkpoints" / "nordland64_gpd_phi_seed0_fp16.pt"

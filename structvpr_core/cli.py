@@ -16,10 +16,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "segment": ("structvpr_core.segmentation.segment", "segment an image folder into cached label PNGs"),
     "eval": ("structvpr_core.evaluation.evaluate", "Recall@N / PR evaluation of a model or baseline"),
     "train": ("structvpr_core.train.cli", "training: stage1-rgb | stage1-seg | partition | stage2"),
+    "build-map": ("structvpr_core.retrieval.build_map",
+                  "build a map database from an image folder or a bag's image topic (rosbag2 or ROS 1)"),
     # ROS-facing tools live in structvpr_ros (imported only when used)
-    "build-map": ("structvpr_ros.build_map", "build a map database from an image folder or a rosbag2 topic"),
     "make-bag": ("structvpr_ros.make_bag", "write a rosbag2 from an image sequence (+ poses)"),
-    "replay": ("structvpr_ros.replay", "replay a rosbag2 through the live node and score its loop closures"),
+    "replay": ("structvpr_ros.replay", "replay a bag through the live node and score its loop closures"),
 }
 
 

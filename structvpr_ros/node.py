@@ -24,8 +24,10 @@ A worker thread takes the newest frame and
      for an accepted loop closure, ``~/loop_closure_lio_sam``, ``~/relocalization``
      (localization mode, matched keyframe with a pose) and ``~/markers`` (query and
      match poses known).
-``query_id`` is the map id the query gets (mapping) or the node's query count
-(localization). Every per-query output has ``header.stamp`` = the image stamp.
+``query_id`` is the map id the query gets (mapping) or the image's number among all the
+images the node received, from 0 (localization: gaps are frames dropped or skipped; a
+player matches answers to images by it when their stamps are 0 or repeat). Every
+per-query output has ``header.stamp`` = the image stamp (its arrival time if it has none).
 
 Services: ``~/save_map`` (atomic write to ``map_dir``), ``~/reset_map`` (mapping mode).
 ``/diagnostics`` every ``diagnostics_period_s`` of wall time: rates, latency (message
@@ -79,6 +81,7 @@ class _Frame:
     msg: Image | CompressedImage
     received: float  # time.monotonic() in the callback, for the latency figure
     received_ros_ns: int  # node clock (sim time with use_sim_time) in the callback, for unstamped images
+    number: int  # images received before this one: its query_id in localization mode
 
 
 @dataclass
@@ -145,7 +148,6 @@ class StructVPRNode(Node):
         self.keyframes = KeyframeSelector(cfg.keyframe_min_interval_s, cfg.keyframe_min_distance_m)
         self.poses = PoseBuffer(cfg.odom_max_offset_s)
         self.stats = _Stats()
-        self._query_count = 0
         self._map_lock = threading.RLock()  # worker (query + add) vs save/reset services
         self._frame_ready = threading.Condition()
         self._pending: _Frame | None = None
@@ -243,8 +245,9 @@ class StructVPRNode(Node):
     def _on_image(self, msg: Image | CompressedImage) -> None:
         with self._frame_ready:
             stale = self._pending is not None  # the worker is busy: the older frame is stale
+            number = self.stats.received  # only this callback counts images, under this lock
             self.stats.add(received=1, dropped=int(stale))
-            self._pending = _Frame(msg, time.monotonic(), self.get_clock().now().nanoseconds)
+            self._pending = _Frame(msg, time.monotonic(), self.get_clock().now().nanoseconds, number)
             self._frame_ready.notify()
 
     def _on_odometry(self, msg: Odometry) -> None:
@@ -321,12 +324,11 @@ class StructVPRNode(Node):
             descriptor = self.encoder.encode([rgb])[0]
             encoder_ms = (time.perf_counter() - started) * 1e3
             features = extract_features(rgb, cfg.max_features) if cfg.verification != "off" else None
-            query_id = len(self.db) if mapping else self._query_count
+            query_id = len(self.db) if mapping else frame.number
             detection = self.detector.detect(descriptor, stamp_ns, exclude_recent=mapping, features=features)
             if mapping:
                 self.db.add(descriptor, stamp_ns, header.frame_id, pose=pose, features=features)
             self.keyframes.commit(stamp_ns, position)
-            self._query_count += 1
             accepted = detection.candidates if detection.loop_closed else []
             matches = [(c, self.db.keyframe(c.map_id)) for c in accepted]
         self._publish(header, stamp_ns, query_id, pose, matches)

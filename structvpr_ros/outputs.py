@@ -23,18 +23,10 @@ from visualization_msgs.msg import Marker, MarkerArray
 from structvpr_core.loop_closure.geometry import Verification
 from structvpr_core.loop_closure.candidates import NS_PER_S, Candidate
 from structvpr_core.retrieval.map_database import Keyframe
+from structvpr_ros.stamps import ns_to_stamp, stamp_to_ns  # noqa: F401  (stamp_to_ns: the node's, via outputs)
 
 # PoseWithCovariance marks "unknown" covariance entries this way (see LoopCandidate.msg)
 UNKNOWN_VARIANCE = -1.0
-
-
-# --- time -------------------------------------------------------------------------------
-def stamp_to_ns(stamp: Time) -> int:
-    return int(stamp.sec) * NS_PER_S + int(stamp.nanosec)
-
-
-def ns_to_stamp(ns: int) -> Time:
-    return Time(sec=int(ns // NS_PER_S), nanosec=int(ns % NS_PER_S))
 
 
 # --- pose algebra -------------------------------------------------------------------------

@@ -28,6 +28,8 @@ keyframe) and ``PoseBuffer`` (the odometry pose nearest an image's stamp).
 
 from __future__ import annotations
 
+import bisect
+import math
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -172,20 +174,41 @@ class KeyframeSelector:
 
 
 class PoseBuffer:
-    """Recent odometry poses by stamp; an image takes the nearest one within ``max_offset_s``."""
+    """Odometry poses by stamp; an image takes the pose nearest its stamp if within ``max_offset_s``.
 
-    def __init__(self, max_offset_s: float, capacity: int = 1000):
+    The node keeps the latest ``capacity`` poses (by arrival); the offline tools hold a whole
+    bag's (``capacity=None``). Stamps are kept sorted, so a lookup is a bisection.
+    """
+
+    def __init__(self, max_offset_s: float, capacity: int | None = 1000):
+        if not (max_offset_s >= 0 and math.isfinite(max_offset_s)):
+            raise ConfigError(f"odometry max offset must be a finite number >= 0 s, got {max_offset_s}")
         self.max_offset_ns = round(max_offset_s * NS_PER_S)
-        self._entries: deque[tuple[int, np.ndarray]] = deque(maxlen=capacity)
+        self.capacity = capacity
+        self._arrivals: deque[int] = deque()  # stamps in arrival order, to evict the oldest
+        self._stamps: list[int] = []  # sorted
+        self._poses: dict[int, np.ndarray] = {}
         self._lock = threading.Lock()  # odometry arrives on the executor thread, lookups on the worker
+
+    def __len__(self) -> int:
+        return len(self._stamps)
 
     def add(self, stamp_ns: int, pose7: np.ndarray) -> None:
         with self._lock:
-            self._entries.append((stamp_ns, np.asarray(pose7, np.float64)))
+            if stamp_ns not in self._poses:
+                bisect.insort(self._stamps, stamp_ns)
+                self._arrivals.append(stamp_ns)
+            self._poses[stamp_ns] = np.asarray(pose7, np.float64)  # a repeated stamp: the newer pose
+            if self.capacity is not None and len(self._arrivals) > self.capacity:
+                oldest = self._arrivals.popleft()
+                del self._poses[oldest]
+                del self._stamps[bisect.bisect_left(self._stamps, oldest)]
 
     def pose_at(self, stamp_ns: int) -> np.ndarray | None:
         with self._lock:
-            if not self._entries:
+            i = bisect.bisect_left(self._stamps, stamp_ns)
+            near = [self._stamps[j] for j in (i - 1, i) if 0 <= j < len(self._stamps)]
+            if not near:
                 return None
-            offset, pose = min(((abs(s - stamp_ns), p) for s, p in self._entries), key=lambda e: e[0])
-        return pose if offset <= self.max_offset_ns else None
+            best = min(near, key=lambda s: abs(s - stamp_ns))
+            return self._poses[best] if abs(best - stamp_ns) <= self.max_offset_ns else None

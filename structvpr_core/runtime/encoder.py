@@ -12,10 +12,10 @@ from typing import Protocol, Sequence
 import cv2
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from structvpr_core.models.checkpoint import load_checkpoint
 from structvpr_core.models.branches import ModelConfig, RGBBranch
+from structvpr_core.progress import progress
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -127,7 +127,7 @@ def encode_paths(encoder: Encoder, paths: Sequence[Path], batch_size: int = 32, 
     from structvpr_core.data.images import read_rgb  # dataset helper (clear errors for unreadable files)
 
     out = np.empty((len(paths), encoder.dim), np.float32)
-    for start in tqdm(range(0, len(paths), batch_size), desc=desc, unit="batch", leave=False):
+    for start in progress(range(0, len(paths), batch_size), desc=desc, unit="batch", leave=False):
         chunk = paths[start : start + batch_size]
         out[start : start + len(chunk)] = encoder.encode([read_rgb(p) for p in chunk])
     return out

@@ -18,12 +18,13 @@ import cv2
 import numpy as np
 import torch
 import yaml
-from tqdm import tqdm
+from tqdm import tqdm  # tqdm.write: a message that leaves a bar intact
 
 from structvpr_core.cli import CliError, parse_size
 from structvpr_core.config import ConfigError, to_dict
 from structvpr_core.segmentation.espnet import load_espnet
 from structvpr_core.io_utils import atomic_write_bytes, atomic_write_text, file_sha256
+from structvpr_core.progress import progress
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 CACHE_META_NAME = "segmentation.yaml"
@@ -207,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
 
     done = skipped = 0
     failed: list[Path] = []
-    for image_path, label_path in tqdm(jobs, desc="segment", unit="img"):
+    for image_path, label_path in progress(jobs, desc="segment", unit="img"):
         if label_path.exists():
             skipped += 1  # written atomically, so an existing file is complete
             continue

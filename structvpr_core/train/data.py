@@ -20,7 +20,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from structvpr_core.data.combine import concat_place_sets, every_nth_place, merge_queries, subset_places
 from structvpr_core.data.datasets import GRIEF_SPLITS, PlaceSet, gardenspoint, grief_site, nordland64
@@ -28,6 +27,7 @@ from structvpr_core.models.branches import TRUNK_NORMALISATION
 from structvpr_core.runtime.encoder import IMAGENET_MEAN, IMAGENET_STD, to_input_tensor
 from structvpr_core.data.images import read_rgb
 from structvpr_core.segmentation.slme import SLME, SLMEConfig
+from structvpr_core.progress import progress
 from structvpr_core.train.config import DataConfig, MiningConfig, SourceConfig
 
 
@@ -103,7 +103,7 @@ def to_device(x: torch.Tensor | list[torch.Tensor], device: torch.device):
 def rgb_bank(paths: list[Path], size: tuple[int, int], desc: str = "reading images",
              normalisation: tuple = (IMAGENET_MEAN, IMAGENET_STD)) -> InputBank:
     out = np.empty((len(paths), size[1], size[0], 3), np.uint8)
-    for i, path in enumerate(tqdm(paths, desc=desc, unit="img", leave=False)):
+    for i, path in enumerate(progress(paths, desc=desc, unit="img", leave=False)):
         img = read_rgb(path)
         if (img.shape[1], img.shape[0]) != tuple(size):
             interp = cv2.INTER_AREA if img.shape[1] > size[0] else cv2.INTER_LINEAR
@@ -121,7 +121,7 @@ def label_bank(paths: list[Path], labels_root: Path, size: tuple[int, int], slme
         raise FileNotFoundError(
             f"{len(missing)} of {len(paths)} label maps are missing under {labels_root} "
             f"(e.g. {label_path(labels_root, missing[0])}); run `structvpr segment` on {missing[0].parent} first")
-    for i, path in enumerate(tqdm(paths, desc=desc, unit="img", leave=False)):
+    for i, path in enumerate(progress(paths, desc=desc, unit="img", leave=False)):
         lp = label_path(labels_root, path)
         labels = cv2.imread(str(lp), cv2.IMREAD_UNCHANGED)
         if labels is None or labels.ndim != 2:

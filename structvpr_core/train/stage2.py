@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -29,6 +30,38 @@ from structvpr_core.train.stage1 import step_dir
 
 def stage2_dir(cfg: ExperimentConfig) -> Path:
     return cfg.out() / f"stage2-{cfg.stage2.name}"
+
+
+class PairWeights:
+    """phi of each (q, p) pair of the partition table: a query with several positives has one phi per pair."""
+
+    def __init__(self, q: np.ndarray, p: np.ndarray, phi: np.ndarray):
+        self._phi: dict[tuple[int, int], float] = {}
+        for qi, pi, w in zip(q.tolist(), p.tolist(), phi.tolist()):
+            if self._phi.setdefault((qi, pi), w) != w:
+                raise ValueError(f"the partition table gives the pair (q {qi}, p {pi}) two weights")
+
+    def __call__(self, q: np.ndarray, p: np.ndarray) -> np.ndarray:
+        try:
+            return np.array([self._phi[(qi, pi)] for qi, pi in zip(q.tolist(), p.tolist())], np.float32)
+        except KeyError as e:
+            raise ValueError(f"pair (q, p) = {e.args[0]} is not in the partition table") from None
+
+
+def distillation_loss(eq: torch.Tensor, ep: torch.Tensor, en: torch.Tensor,
+                      teacher: tuple[torch.Tensor, torch.Tensor, torch.Tensor], phi: torch.Tensor,
+                      dim: int, margin: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Eq. 6 for a batch of triplets; returns ``(total, triplet, kd)``.
+
+    ``eq, ep, en``: Distiller outputs [x_D | T(x_D)] (B x (dim + teacher dim)) of the query,
+    positive and negative images; ``teacher``: x_S of the same three images; ``phi``: (B,)
+    weight of each triplet's (q, p) pair. kd = mean over the batch of
+    phi * sum over {q, p, n} of ||x_S - T(x_D)||^2 (squared L2, not averaged over dimensions).
+    """
+    vpr = triplet_loss(eq[:, :dim], ep[:, :dim], en[:, :dim], margin)
+    sq = sum(((t - e[:, dim:]) ** 2).sum(dim=1) for t, e in zip(teacher, (eq, ep, en)))
+    kd = (phi * sq).mean()
+    return vpr + kd, vpr, kd
 
 
 class Distiller(nn.Module):
@@ -86,8 +119,7 @@ def run_stage2(cfg: ExperimentConfig, resume: bool = False) -> dict:
         kd = stage.kd
         phi, clipped = weight_fn(table["x"], table["y"], cfg.partition.nt, cfg.partition.nm,
                                  kd.grouping, kd.weights, kd.constant)
-        phi_by_query = torch.zeros(len(train.queries), device=ctx.device)
-        phi_by_query[torch.from_numpy(table["q"])] = torch.from_numpy(phi).float().to(ctx.device)
+        pair_phi = PairWeights(table["q"], table["p"], phi)
         if ctx.is_main:
             used = float((phi > 0).mean())
             print(f"[stage II {stage.name}] kd {kd.grouping}/{kd.weights} {kd.constant or ''}: "
@@ -100,12 +132,9 @@ def run_stage2(cfg: ExperimentConfig, resume: bool = False) -> dict:
         margin, dim = stage.optim.margin, student.dim
 
         def loss_fn(q, p, n, eq, ep, en):
-            vpr = triplet_loss(eq[:, :dim], ep[:, :dim], en[:, :dim], margin)
-            w = phi_by_query[torch.from_numpy(q).to(ctx.device)]
-            targets = (t_q[q], t_db[p], t_db[n])
-            sq = sum(((t - e[:, dim:]) ** 2).sum(dim=1) for t, e in zip(targets, (eq, ep, en)))
-            kd_loss = (w * sq).mean()
-            return vpr + kd_loss, {"triplet": vpr.item(), "kd": kd_loss.item()}
+            w = torch.from_numpy(pair_phi(q, p)).to(ctx.device)
+            total, vpr, kd_loss = distillation_loss(eq, ep, en, (t_q[q], t_db[p], t_db[n]), w, dim, margin)
+            return total, {"triplet": vpr.item(), "kd": kd_loss.item()}
 
         epoch = TripletEpoch(ctx, ctx.wrap(distiller), student_net, rgb_train, TripletMiner(train, stage.mining),
                              table["q"], table["p"], stage.optim.batch_size, stage.mining.refresh_every,
