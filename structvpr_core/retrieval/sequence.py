@@ -236,14 +236,22 @@ def ranked_by_sequence(query_desc: np.ndarray, db_desc: np.ndarray, config: Sequ
                        metric: str = "cosine") -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` map keyframes per query by sequence score: ``(scores (Nq,k), ids (Nq,k))``, best first.
 
-    Ties keep the lower id first (stable), so results do not depend on the platform's sort.
+    Ranked with ``top_k``, as the node ranks, so offline and online lists agree.
     """
     scores = sequence_scores(query_desc, db_desc, config, metric)
-    k = min(k, scores.shape[1])
-    ids = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    ids = np.array([top_k(row, k) for row in scores], np.int64).reshape(len(scores), min(k, scores.shape[1]))
     top = np.take_along_axis(scores, ids, axis=1)
     ids[np.isneginf(top)] = -1  # no sequence fits there: no result, as DescriptorIndex.search says it
     return top, ids
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` highest scores, best first, equal scores by lower index: O(N + k log k)."""
+    k = min(int(k), len(scores))
+    if k <= 0:
+        return np.empty(0, np.int64)
+    part = np.argpartition(-scores, k - 1)[:k]
+    return part[np.lexsort((part, -scores[part]))]
 
 
 def sequence_recall(query_desc: np.ndarray, db_desc: np.ndarray, positives: Sequence[np.ndarray],
