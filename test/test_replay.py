@@ -10,6 +10,7 @@ from structvpr_core.cli import main
 from structvpr_core.runtime.encoder import RawPixelEncoder
 from structvpr_core.data.images import read_rgb
 from structvpr_core.retrieval.map_database import MapDatabase
+from structvpr_core.retrieval.sequence import SequenceConfig, ranked_by_sequence
 
 RANGE = "29000:29290"  # 30 test-split places
 FRAMES = range(29000, 29300, 10)
@@ -66,6 +67,24 @@ def test_replay_in_process_matches_offline_retrieval(data, tmp_path):
         assert r["queries_with_match"] == 30
         assert 0 < r["pr_auc"] <= 1 and 0 <= r["recall_at_100_precision"] <= r["recall_at_n"]["1"]
         assert r["recall_at_n"]["1"] <= r["recall_at_n"]["5"]
+
+
+def test_replay_with_sequences_equals_offline_sequence_matching(data, tmp_path):
+    """The live node (localization, sequences of 5) publishes exactly the offline ranking."""
+    tmp, nordland = data
+    report_path = tmp_path / "report.json"
+    assert main(["replay", "--bag", str(tmp / "winter.bag"), "--map", str(tmp / "map"), "--model", "raw-pixel",
+                 "--rate-scale", "0", "--gt-radius", "10", "--sequence-length", "5", "--out", str(report_path)]) == 0
+    report = json.loads(report_path.read_text())
+    assert report["frames"]["answered"] == 30 and report["node_overrides"]["sequence_length"] == 5
+
+    db = MapDatabase.load(tmp / "map")
+    config = SequenceConfig(length=5, normalization="local_contrast")  # the CLI's defaults for raw-pixel
+    scores, ids = ranked_by_sequence(_winter_descriptors(nordland), db.index.flat_vectors(), config, 5)
+    for entry, expected_ids, expected_scores in zip(report["queries"], ids, scores):
+        assert [i for i, _ in entry["candidates"]] == expected_ids.tolist()
+        assert np.allclose([s for _, s in entry["candidates"]], expected_scores, rtol=1e-6)
+    assert report["ground_truth"]["poses, radius 10"]["at_score_threshold"]["threshold"] == 3.0  # the z-score one
 
 
 def test_gt_file_gives_the_same_numbers_as_exact_poses(data, tmp_path):

@@ -24,8 +24,8 @@ from typing import Sequence
 
 import numpy as np
 
-from structvpr_core.cli import CliError, parse_frame_range, parse_size
-from structvpr_core.config import ConfigError
+from structvpr_core.cli import (CliError, add_sequence_arguments, parse_frame_range, parse_size,
+                                sequence_config_from_args)
 from structvpr_core.data.datasets import NORDLAND64_SPLITS, PlaceSet, aligned_folders, csv_poses, nordland64, utm_folders
 from structvpr_core.runtime.encoder import BASELINES, Encoder, encode_paths, load_encoder
 from structvpr_core.data.images import read_rgb
@@ -33,8 +33,7 @@ from structvpr_core.io_utils import atomic_write_text, file_sha256
 from structvpr_core.evaluation.metrics import pr_auc, pr_curve, plot_pr, recall_at_100_precision, recall_at_n
 from structvpr_core.paths import shared_dir
 from structvpr_core.retrieval.index import DescriptorIndex, IndexConfig
-from structvpr_core.retrieval.sequence import (NORMALIZATIONS, SequenceConfig, normalization_for,
-                                               ranked_by_sequence)
+from structvpr_core.retrieval.sequence import SequenceConfig, ranked_by_sequence
 
 DEFAULT_KS = (1, 5, 10, 20)
 
@@ -191,41 +190,6 @@ def run(args: argparse.Namespace) -> int:
         atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
         print(f"results: {args.out}")
     return 0
-
-
-def add_sequence_arguments(parser: argparse.ArgumentParser) -> None:
-    """Sequence-matching options shared by ``eval`` and ``replay``."""
-    defaults = SequenceConfig()
-    group = parser.add_argument_group("sequence matching (structvpr_core.retrieval.sequence)")
-    group.add_argument("--sequence-length", type=int, default=1,
-                       help="match the last L queries as a sequence (default 1 = single frame)")
-    group.add_argument("--sequence-velocity", metavar="MIN:MAX",
-                       default=f"{defaults.min_velocity:g}:{defaults.max_velocity:g}",
-                       help="velocity range, map keyframes per query (default %(default)s)")
-    group.add_argument("--sequence-velocity-steps", type=int, default=defaults.velocity_steps,
-                       help="velocities tried over the range (default %(default)s)")
-    group.add_argument("--sequence-reverse", action="store_true", help="also match the map driven backwards")
-    group.add_argument("--sequence-normalization", choices=("auto", *NORMALIZATIONS), default="auto",
-                       help="similarity-row normalisation; auto = the measured one for the model "
-                            "(local_contrast for raw-pixel, none for learned descriptors)")
-
-
-def sequence_config_from_args(args: argparse.Namespace, model: str) -> SequenceConfig:
-    lo, sep, hi = args.sequence_velocity.partition(":")
-    try:
-        velocities = (float(lo), float(hi))
-        if not sep:
-            raise ValueError
-    except ValueError:
-        raise CliError(f"--sequence-velocity must look like MIN:MAX, e.g. 0.8:1.25, got {args.sequence_velocity!r}") from None
-    normalization = (normalization_for(model) if args.sequence_normalization == "auto"
-                     else args.sequence_normalization)
-    try:
-        return SequenceConfig(length=args.sequence_length, min_velocity=velocities[0], max_velocity=velocities[1],
-                              velocity_steps=args.sequence_velocity_steps, reverse=args.sequence_reverse,
-                              normalization=normalization)
-    except ConfigError as e:
-        raise CliError(f"sequence matching: {e}") from None
 
 
 def _load_data(args) -> tuple[PlaceSet, dict]:
