@@ -572,6 +572,11 @@ def summary(report: dict, out: Path, plot: Path | None) -> str:
         f"{report['answered_rate_hz']:.1f} answers/s over {report['playback_wall_s']:.1f} s"
         + (f"; round-trip latency mean {lat['mean']:.1f} ms, p95 {lat['p95']:.1f} ms" if lat else ""),
     ]
+    received = (report["node_diagnostics"] or {}).get("frames_received")
+    if isinstance(received, int) and received > f["sent"]:
+        # answers are matched to images by stamp: a foreign publisher's images corrupt the numbers
+        lines.append(f"  WARNING: the node received {received} images but replay sent {f['sent']}: another "
+                     f"publisher shares this ROS domain (set ROS_DOMAIN_ID to a free one); numbers unreliable")
     for name, r in report["ground_truth"].items():
         if "error" in r:
             lines.append(f"  [{name}] {r['error']}")
