@@ -131,3 +131,15 @@ def test_model_mismatch_and_missing_gt_fail_with_one_line(data, tmp_path, capsys
                  "--out", str(tmp_path / "r.json")]) == 2
     assert "3 of 3 images have no pose" in capsys.readouterr().err
     assert not (tmp_path / "r.json").exists()
+
+
+def test_summary_warns_when_the_node_heard_more_images_than_were_sent(tmp_path):
+    from structvpr_ros.replay import summary
+
+    report = {"bag": "b", "map": "m", "map_keyframes": 3, "model": "raw-pixel", "node": "in-process",
+              "frames": {"in_bag": 3, "sent": 3, "answered": 3, "unanswered": 0}, "latency_ms": None,
+              "answered_rate_hz": 1.0, "playback_wall_s": 3.0, "ground_truth": {},
+              "node_diagnostics": {"frames_received": 3}}
+    assert "WARNING" not in summary(report, tmp_path / "r.json", None)
+    report["node_diagnostics"]["frames_received"] = 5
+    assert "received 5 images but replay sent 3" in summary(report, tmp_path / "r.json", None)
