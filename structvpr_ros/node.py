@@ -16,7 +16,8 @@ A worker thread takes the newest frame and
   2. decodes it (invalid messages are counted, logged throttled and skipped);
   3. encodes it, queries the map (``structvpr_core.loop_closure.candidates``: top-k, threshold,
      recency exclusion in mapping mode, optional geometric verification, temporal
-     consistency);
+     consistency; with ``sequence_length`` > 1 the top-k are sequences of the last
+     keyframes retracing the map);
   4. mapping mode: adds it to the map as a keyframe (after the query, so it never
      matches itself); localization mode: the map stays as loaded;
   5. publishes ``~/loop_closure`` for every processed query — its candidates are the
@@ -202,6 +203,9 @@ class StructVPRNode(Node):
             except MapError as e:
                 raise ConfigError(f"map_dir: {e}") from None
             self._warn_if_unverifiable()
+            if cfg.sequence_length > 1 and self.db.index.kind != "flat":
+                raise ConfigError(f"sequence_length: sequence matching scores every keyframe and needs a map with "
+                                  f"the flat index, {map_dir} has '{self.db.index.kind}'")
         elif cfg.mode == "localization":
             raise ConfigError(f"map_dir: localization mode needs an existing map, but {map_dir} holds none")
         elif map_dir is not None and map_dir.exists() and (not map_dir.is_dir() or any(map_dir.iterdir())):
@@ -331,7 +335,7 @@ class StructVPRNode(Node):
             self.keyframes.commit(stamp_ns, position)
             accepted = detection.candidates if detection.loop_closed else []
             matches = [(c, self.db.keyframe(c.map_id)) for c in accepted]
-        self._publish(header, stamp_ns, query_id, pose, matches)
+        self._publish(header, stamp_ns, query_id, pose, matches, detection)
         self.stats.add(processed=1, loop_closures=int(bool(matches)))
         self.stats.add_timing((time.monotonic() - frame.received) * 1e3, encoder_ms)
 
@@ -343,9 +347,10 @@ class StructVPRNode(Node):
             self.detector.reset()
         return self.keyframes.accepts(stamp_ns, position)
 
-    def _publish(self, header: Header, stamp_ns: int, query_id: int, query_pose, matches) -> None:
+    def _publish(self, header: Header, stamp_ns: int, query_id: int, query_pose, matches, detection) -> None:
         cfg = self.config
-        self.pub_loop.publish(outputs.loop_closure_msg(header, query_id, matches))
+        self.pub_loop.publish(outputs.loop_closure_msg(header, query_id, matches, detection.sequence_length,
+                                                       detection.sequence_start_stamp_ns))
         if not matches:
             return
         best, keyframe = matches[0]

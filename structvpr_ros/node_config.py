@@ -18,6 +18,7 @@ from typing import Literal
 from structvpr_core.config import ConfigError, from_dict
 from structvpr_core.loop_closure.geometry import CameraIntrinsics, GeometryConfig
 from structvpr_core.loop_closure.candidates import LoopClosureConfig
+from structvpr_core.retrieval.sequence import SequenceConfig, normalization_for
 
 NODE_NAME = "structvpr_node"
 # ROS base_link (x forward, y left, z up) -> camera optical frame (z forward, x right, y down)
@@ -60,6 +61,18 @@ class NodeConfig:
     exclude_recent_s: float = _p(30.0, "mapping mode: ignore keyframes newer than query stamp minus this")
     consistency_k: int = _p(1, "consecutive agreeing queries needed before a loop closure is published")
     consistency_window: int = _p(3, "best candidates of consecutive queries agree if their map ids differ by <= this")
+    # --- sequence matching (structvpr_core.retrieval.sequence) ---------------------------
+    sequence_length: int = _p(1, "match the last L keyframes as a sequence; 1 = single-frame matching")
+    sequence_min_velocity: float = _p(0.8, "slowest sequence, map keyframes per query keyframe (0 = standing still)")
+    sequence_max_velocity: float = _p(1.25, "fastest sequence, map keyframes per query keyframe")
+    sequence_velocity_steps: int = _p(5, "velocities tried, evenly spaced from min to max")
+    sequence_reverse: bool = _p(False, "also match the map driven in the opposite direction")
+    sequence_normalization: Literal["auto", "none", "local_contrast"] = _p(
+        "auto", "similarity-row normalisation: auto = local_contrast for raw-pixel, none for learned models")
+    sequence_score_threshold: float = _p(
+        3.0, "minimum sequence score: standard deviations above the query's typical sequence")
+    sequence_candidates: Literal["sequence", "both"] = _p(
+        "sequence", "sequence: sequence matches only | both: then single-frame matches not already listed")
     # --- geometric verification (structvpr_core.loop_closure.geometry) ---------------------------
     verification: Literal["off", "annotate", "require"] = _p(
         "off", "ORB + essential matrix check: off | annotate (report inliers, pose) | require (drop unverified)")
@@ -121,10 +134,18 @@ class NodeConfig:
     def loop_closure_config(self) -> LoopClosureConfig:
         geometry = GeometryConfig(max_features=self.max_features, ratio_test=self.ratio_test,
                                   ransac_threshold_px=self.ransac_threshold_px, min_inliers=self.min_inliers)
+        normalization = (normalization_for(self.model) if self.sequence_normalization == "auto"
+                         else self.sequence_normalization)
+        sequence = SequenceConfig(length=self.sequence_length, min_velocity=self.sequence_min_velocity,
+                                  max_velocity=self.sequence_max_velocity,
+                                  velocity_steps=self.sequence_velocity_steps, reverse=self.sequence_reverse,
+                                  normalization=normalization)
         return LoopClosureConfig(top_k=self.top_k, score_threshold=self.score_threshold,
                                  exclude_recent_s=self.exclude_recent_s, consistency_k=self.consistency_k,
                                  consistency_window=self.consistency_window, verification=self.verification,
-                                 geometry=geometry)
+                                 geometry=geometry, sequence=sequence,
+                                 sequence_score_threshold=self.sequence_score_threshold,
+                                 sequence_candidates=self.sequence_candidates)
 
     def intrinsics(self) -> CameraIntrinsics | None:
         if not self.camera_fx:

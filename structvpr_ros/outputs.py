@@ -120,11 +120,20 @@ def relative_pose_msg(v: Verification) -> PoseWithCovariance:
     return msg
 
 
-def loop_closure_msg(header: Header, query_id: int, matches: list[tuple[Candidate, Keyframe]]) -> LoopClosure:
-    msg = LoopClosure(header=header, query_id=int(query_id), query_stamp=header.stamp)
+def loop_closure_msg(header: Header, query_id: int, matches: list[tuple[Candidate, Keyframe]],
+                     sequence_length: int, sequence_start_stamp_ns: int) -> LoopClosure:
+    """The sequence spans ``sequence_length`` queries (consecutive ids up to ``query_id``) from the given stamp."""
+    msg = LoopClosure(header=header, query_id=int(query_id), query_stamp=header.stamp,
+                      sequence_length=int(sequence_length), sequence_start_query_id=int(query_id) - (sequence_length - 1),
+                      sequence_start_stamp=ns_to_stamp(sequence_start_stamp_ns))
     for candidate, keyframe in matches:
         c = LoopCandidate(map_id=int(candidate.map_id), stamp=ns_to_stamp(keyframe.stamp_ns),
-                          frame_id=keyframe.frame_id, score=float(candidate.score))
+                          frame_id=keyframe.frame_id, score=float(candidate.score),
+                          sequence_start_map_id=int(candidate.map_id))
+        if candidate.sequence is not None:
+            c.sequence_match = True
+            c.sequence_start_map_id = int(candidate.sequence.start_map_id)
+            c.sequence_velocity = float(candidate.sequence.velocity)
         v = candidate.verification
         c.inliers = -1 if v is None else int(v.inliers)
         c.verified = bool(v is not None and v.verified)

@@ -40,8 +40,10 @@ drops are measured. An image unanswered after ``--answer-timeout`` seconds is gi
 Node parameters forced by replay (the rest come from ``--params``): mode=localization,
 map_dir, model, input size (``--resize``, default: the size the map was built with),
 device, image/compressed/odometry topics (the bag's), use_sim_time=true,
-score_threshold=-1 (the PR curve sweeps the threshold instead), and
-keyframe_min_interval_s=keyframe_min_distance_m=0 (every frame is a query).
+score_threshold=-1 and sequence_score_threshold=-1e9 (the PR curve sweeps the threshold
+instead), keyframe_min_interval_s=keyframe_min_distance_m=0 (every frame is a query), and
+the sequence options (``--sequence-length`` etc., as in ``structvpr eval``; length 1 =
+single-frame). With sequences the PR curve sweeps the top-1 sequence score.
 
 Example:
     structvpr replay --bag winter.bag --map summer_map --model raw-pixel --gt-radius 10 0 \\
@@ -70,7 +72,7 @@ from structvpr_core.paths import REPO_ROOT
 from structvpr_core.progress import progress
 from structvpr_ros.stamps import ns_to_stamp, stamp_to_ns
 from structvpr_ros import bag_io
-from structvpr_core.cli import parse_size
+from structvpr_core.cli import add_sequence_arguments, parse_size, sequence_config_from_args
 
 NODE_NAME = "structvpr_node"
 LOOP_TOPIC = f"/{NODE_NAME}/loop_closure"
@@ -103,6 +105,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--separate-process", action="store_true", help="run the node as its own process")
     parser.add_argument("--out", default="replay_report.json", help="JSON report (default replay_report.json)")
     parser.add_argument("--plot", help="PR-curve PNG (default: next to --out, <stem>_pr.png)")
+    add_sequence_arguments(parser)
 
 
 # ------------------------------------------------------------------ bag index
@@ -259,6 +262,7 @@ def score(positives: list[np.ndarray], answers: list[Answer | None], top_k: int,
 def node_overrides(args, index: BagIndex, db: MapDatabase) -> dict:
     size = parse_size(args.resize) if args.resize else db.model.input_size
     compressed = index.image_type.endswith("CompressedImage")
+    sequence = sequence_config_from_args(args, args.model)
     return {
         "mode": "localization",
         "map_dir": str(Path(args.map).absolute()),
@@ -273,6 +277,13 @@ def node_overrides(args, index: BagIndex, db: MapDatabase) -> dict:
         "score_threshold": -1.0,
         "keyframe_min_interval_s": 0.0,
         "keyframe_min_distance_m": 0.0,
+        "sequence_length": sequence.length,
+        "sequence_min_velocity": sequence.min_velocity,
+        "sequence_max_velocity": sequence.max_velocity,
+        "sequence_velocity_steps": sequence.velocity_steps,
+        "sequence_reverse": sequence.reverse,
+        "sequence_normalization": sequence.normalization,
+        "sequence_score_threshold": -1e9,
     }
 
 
@@ -569,7 +580,9 @@ def run(args: argparse.Namespace) -> int:
     answers, sent = run_info["answers"], run_info["sent"]
     latencies_ms = [None if a is None or k >= len(sent) else (a.received - sent[k]) * 1e3
                     for k, a in enumerate(answers)]
-    top_k, threshold = int(node_params["top_k"]), float(node_params["score_threshold"])
+    # the operating point: the params file's threshold for the kind of score the node publishes
+    threshold_name = "sequence_score_threshold" if overrides["sequence_length"] > 1 else "score_threshold"
+    top_k, threshold = int(node_params["top_k"]), float(node_params[threshold_name])
     report = {
         "bag": str(bag), "image_topic": index.image_topic, "odom_topic": index.odom_topic,
         "bag_duration_s": index.duration_s,
@@ -639,6 +652,11 @@ def summary(report: dict, out: Path, plot: Path | None) -> str:
     ]
     if not report["ground_truth"]:
         lines.append(f"  not scored (--gt none); candidates published for {f['with_candidates']} of {f['sent']} images")
+    received = (report["node_diagnostics"] or {}).get("frames_received")
+    if isinstance(received, int) and received > f["sent"]:
+        # a foreign publisher's images on the same topic corrupt the numbers
+        lines.append(f"  WARNING: the node received {received} images but replay sent {f['sent']}: another "
+                     f"publisher shares this ROS domain (set ROS_DOMAIN_ID to a free one); numbers unreliable")
     for name, r in report["ground_truth"].items():
         if "error" in r:
             lines.append(f"  [{name}] {r['error']}")

@@ -26,6 +26,7 @@ from structvpr_core.runtime.encoder import RawPixelEncoder
 from structvpr_core.loop_closure.geometry import Verification
 from structvpr_core.data.images import read_rgb
 from structvpr_core.retrieval.map_database import MapDatabase, ModelIdentity
+from structvpr_core.retrieval.sequence import SequenceConfig, SequenceMatcher, similarity_row, top_k
 from structvpr_ros import outputs
 from structvpr_ros.node import StartupError, StructVPRNode
 
@@ -120,6 +121,43 @@ def test_mapping_then_winter_pass_gives_the_right_loop_closures_on_every_output(
         assert diag["loop_closures"] == str(len(winter)) and diag["_level"] == 0
         assert float(diag["latency_ms_max"]) > 0 and float(diag["encoder_ms_mean"]) > 0
         node.destroy_node()
+
+
+def test_mapping_with_sequences_publishes_sequence_matches_and_their_span(nordland):
+    """sequence_length 4 in mapping mode: the node's answers equal the core matcher fed the same keyframes."""
+    summer, winter, summer_desc, winter_desc = nordland
+    length = 4
+    with ros_context() as context:
+        node, client = _start(context, sequence_length=length, sequence_min_velocity=1.0, sequence_max_velocity=1.0,
+                              sequence_velocity_steps=1, sequence_score_threshold=-100.0)
+        assert node.detector.config.sequence.normalization == "local_contrast"  # auto, for raw-pixel
+        _map_summer(client, summer, with_odometry=False)
+        winter_stamps = [(WINTER_T0 + j) * NS_PER_S for j in range(len(winter))]
+        for j, rgb in enumerate(winter):
+            client.send_image(image_msg(rgb, winter_stamps[j]))
+        node.destroy_node()
+
+    # reference: the core matcher over the same keyframes, the map growing by each one
+    matcher = SequenceMatcher(SequenceConfig(length=length, min_velocity=1, max_velocity=1, velocity_steps=1,
+                                             normalization="local_contrast"))
+    descriptors = np.concatenate([summer_desc, winter_desc])
+    stamps = np.array([(SUMMER_T0 + i) * NS_PER_S for i in range(len(summer))] + winter_stamps)
+    for q, msg in enumerate(client.loop_closures):
+        result = matcher.push(similarity_row(descriptors[q], descriptors[:q]),
+                              stamps[:q] <= stamps[q] - 30 * NS_PER_S)
+        expected = [i for i in top_k(result.scores, 3) if np.isfinite(result.scores[i])]
+        assert [c.map_id for c in msg.candidates] == expected
+        assert [c.score for c in msg.candidates] == pytest.approx(result.scores[expected].tolist(), rel=1e-5)
+        assert msg.sequence_length == min(q + 1, length) == result.length
+        assert msg.sequence_start_query_id == q - (msg.sequence_length - 1)
+        assert stamp_ns(msg.sequence_start_stamp) == stamps[msg.sequence_start_query_id]
+        for c in msg.candidates:  # velocity 1: the sequence's first query matched map_id - (L' - 1)
+            assert c.sequence_match and c.sequence_velocity == 1.0
+            assert c.sequence_start_map_id == c.map_id - (msg.sequence_length - 1)
+    # the summer pass never matches itself (30 s exclusion); full winter sequences find their places
+    assert all(not m.candidates for m in client.loop_closures[:len(summer)])
+    for j in range(length - 1, len(winter)):
+        assert abs(client.loop_closures[len(summer) + j].candidates[0].map_id - (FIRST_QUERY_PLACE + j)) <= 1
 
 
 def test_saved_map_reloads_localization_matches_without_growing_and_mapping_grows(nordland, tmp_path):
@@ -294,6 +332,10 @@ def test_geometric_verification_annotates_candidates_with_inliers_and_relative_p
     ({"mode": "localization"}, "localization' needs map_dir"),
     ({"image_topic": "", "compressed_topic": ""}, "would get no images"),
     ({"cpu_threads": -1}, "cpu_threads must be >= 0"),
+    ({"sequence_length": 0}, "sequence length must be >= 1"),
+    ({"sequence_min_velocity": 2.0}, "min_velocity <= max_velocity"),
+    ({"sequence_candidates": "all"}, "sequence_candidates: 'all' is not one of"),
+    ({"sequence_normalization": "seqslam"}, "sequence_normalization: 'seqslam' is not one of"),
 ])
 def test_invalid_parameters_make_the_node_refuse_to_start(params, message):
     with ros_context() as context:

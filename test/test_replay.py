@@ -11,6 +11,7 @@ from structvpr_core.cli import main
 from structvpr_core.runtime.encoder import RawPixelEncoder
 from structvpr_core.data.images import read_rgb
 from structvpr_core.retrieval.map_database import MapDatabase
+from structvpr_core.retrieval.sequence import SequenceConfig, ranked_by_sequence
 
 RANGE = "29000:29290"  # 30 test-split places
 FRAMES = range(29000, 29300, 10)
@@ -69,6 +70,24 @@ def test_replay_in_process_matches_offline_retrieval(data, tmp_path):
         assert r["queries_with_match"] == 30
         assert 0 < r["pr_auc"] <= 1 and 0 <= r["recall_at_100_precision"] <= r["recall_at_n"]["1"]
         assert r["recall_at_n"]["1"] <= r["recall_at_n"]["5"]
+
+
+def test_replay_with_sequences_equals_offline_sequence_matching(data, tmp_path):
+    """The live node (localization, sequences of 5) publishes exactly the offline ranking."""
+    tmp, nordland = data
+    report_path = tmp_path / "report.json"
+    assert main(["replay", "--bag", str(tmp / "winter.bag"), "--map", str(tmp / "map"), "--model", "raw-pixel",
+                 "--rate-scale", "0", "--gt-radius", "10", "--sequence-length", "5", "--out", str(report_path)]) == 0
+    report = json.loads(report_path.read_text())
+    assert report["frames"]["answered"] == 30 and report["node_overrides"]["sequence_length"] == 5
+
+    db = MapDatabase.load(tmp / "map")
+    config = SequenceConfig(length=5, normalization="local_contrast")  # the CLI's defaults for raw-pixel
+    scores, ids = ranked_by_sequence(_winter_descriptors(nordland), db.index.flat_vectors(), config, 5)
+    for entry, expected_ids, expected_scores in zip(report["queries"], ids, scores):
+        assert [i for i, _ in entry["candidates"]] == expected_ids.tolist()
+        assert np.allclose([s for _, s in entry["candidates"]], expected_scores, rtol=1e-6)
+    assert report["ground_truth"]["poses, radius 10"]["at_score_threshold"]["threshold"] == 3.0  # the z-score one
 
 
 def test_gt_file_gives_the_same_numbers_as_exact_poses(data, tmp_path):
@@ -172,3 +191,15 @@ def test_real_ros1_bags_replay(shared, tmp_path):
         assert report["image_topic"] == topic and report["frames"]["answered"] == 1
         [[map_id, similarity]] = report["queries"][0]["candidates"]  # the map's only keyframe: the image itself
         assert map_id == 0 and similarity == pytest.approx(1.0, abs=1e-5)
+
+
+def test_summary_warns_when_the_node_heard_more_images_than_were_sent(tmp_path):
+    from structvpr_ros.replay import summary
+
+    report = {"bag": "b", "map": "m", "map_keyframes": 3, "model": "raw-pixel", "node": "in-process",
+              "frames": {"in_bag": 3, "sent": 3, "answered": 3, "unanswered": 0}, "latency_ms": None,
+              "answered_rate_hz": 1.0, "playback_wall_s": 3.0, "ground_truth": {},
+              "node_diagnostics": {"frames_received": 3}}
+    assert "WARNING" not in summary(report, tmp_path / "r.json", None)
+    report["node_diagnostics"]["frames_received"] = 5
+    assert "received 5 images but replay sent 3" in summary(report, tmp_path / "r.json", None)

@@ -38,6 +38,7 @@ import numpy as np
 from structvpr_core.loop_closure.geometry import ORB_DESCRIPTOR_BYTES, LocalFeatures
 from structvpr_core.io_utils import file_sha256
 from structvpr_core.retrieval.index import DescriptorIndex, IndexConfig
+from structvpr_core.retrieval.sequence import similarity_row
 
 FORMAT = "structvpr-map/1"
 FILES = ("index.faiss", "keyframes.npz", "features.npz")
@@ -256,6 +257,12 @@ class MapDatabase:
                 break
         return results
 
+    def similarities(self, descriptor: np.ndarray) -> np.ndarray:
+        """(N,) cosine similarity of ``descriptor`` to every keyframe, by id (flat index only)."""
+        with self._lock:
+            # ids are 0..N-1 in storage order (add_batch appends them so; load checks it)
+            return similarity_row(descriptor, self.index.flat_vectors())
+
     # --- persistence ------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
         """Atomically write the map to ``directory`` (replacing a previous map there)."""
@@ -435,8 +442,8 @@ def _check_consistent(directory: Path, n: int, model: ModelIdentity, index: Desc
         fail(f"index holds {index.dim}-d descriptors but meta.json says the model is {model.dim}-d")
     if len(index) != n:
         fail(f"index holds {len(index)} descriptors, meta.json counts {n} keyframes")
-    if not np.array_equal(np.sort(index.ids()), np.arange(n)) or not np.array_equal(kf["ids"], np.arange(n)):
-        fail("keyframe ids are not 0..N-1 in both the index and keyframes.npz")
+    if not np.array_equal(index.ids(), np.arange(n)) or not np.array_equal(kf["ids"], np.arange(n)):
+        fail("keyframe ids are not 0..N-1 in order in both the index and keyframes.npz")
     shapes = {"stamps_ns": (n,), "poses": (n, 7), "frame_ids": (n,), "sources": (n,), "has_features": (n,),
               "image_sizes": (n, 2), "offsets": (n + 1,)}
     for key, shape in shapes.items():
