@@ -197,7 +197,8 @@ def test_summary_warns_when_the_node_heard_more_images_than_were_sent(tmp_path):
     from structvpr_ros.replay import summary
 
     report = {"bag": "b", "map": "m", "map_keyframes": 3, "model": "raw-pixel", "node": "in-process",
-              "frames": {"in_bag": 3, "sent": 3, "answered": 3, "unanswered": 0}, "latency_ms": None,
+              "frames": {"in_bag": 3, "sent": 3, "answered": 3, "unanswered": 0, "with_candidates": 3},
+              "latency_ms": None,
               "answered_rate_hz": 1.0, "playback_wall_s": 3.0, "ground_truth": {},
               "node_diagnostics": {"frames_received": 3}}
     assert "WARNING" not in summary(report, tmp_path / "r.json", None)
