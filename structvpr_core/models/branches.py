@@ -21,6 +21,7 @@ import torchvision
 from torchvision.models.mobilenetv2 import InvertedResidual
 
 from structvpr_core.config import ConfigError
+from structvpr_core.models.tflite_mobilenetv2 import coral_state_dict, use_tf_same_padding
 from structvpr_core.segmentation.slme import SLMEConfig
 
 # MobileNetV2 ``features`` indices at which the spatial resolution halves:
@@ -42,6 +43,9 @@ class ModelConfig:
     # seg branch only: how label maps are encoded (fixes in_channels)
     slme: SLMEConfig | None = None
     mc_levels: tuple[int, ...] = (3, 4, 5)
+    # rgb branch: "tf-same" pads strided convs like TensorFlow ('SAME': the extra row/column
+    # at the end), which weights converted from TF/TFLite (imagenet: coral) were trained with.
+    padding: Literal["torch", "tf-same"] = "torch"
 
     def __post_init__(self):
         if self.branch == "seg" and self.slme is None:
@@ -52,6 +56,8 @@ class ModelConfig:
             raise ConfigError(f"input_size {self.input_size} too small: the trunk downsamples by 32")
         if not self.mc_levels or any(lvl not in (1, 2, 3, 4, 5) for lvl in self.mc_levels):
             raise ConfigError(f"mc_levels must be stage numbers in 1..5, got {self.mc_levels}")
+        if self.branch == "seg" and self.padding != "torch":
+            raise ConfigError("padding 'tf-same' is for the rgb branch (TF-trained ImageNet weights) only")
 
     @property
     def in_channels(self) -> int:
@@ -84,6 +90,8 @@ class RGBBranch(nn.Module):
         trunk = torchvision.models.mobilenet_v2(weights=None).features
         s = MOBILENETV2_STAGE_SPLITS
         self.stages = nn.ModuleList(trunk[s[i] : s[i + 1]] for i in range(5))
+        if self.config.padding == "tf-same":
+            use_tf_same_padding(self.stages)
         self.head = MCHead(self.config.mc_levels)
         self.dim = self.config.dim
 
@@ -101,8 +109,17 @@ class RGBBranch(nn.Module):
         """Initialise the trunk from ImageNet MobileNetV2 weights.
 
         ``source`` is "torchvision" (the torchvision weight file, from its cache or
-        downloaded) or a path to a torchvision-format mobilenet_v2 state_dict.
+        downloaded), "coral" (the shared quantised TFLite model, dequantised), a path to
+        a MobileNetV2 ``.tflite`` file, or a path to a torchvision-format state_dict.
+        TF-trained weights ("coral", .tflite) want ``ModelConfig.padding: tf-same``.
         """
+        tf_trained = str(source) == "coral" or str(source).endswith(".tflite")
+        if tf_trained and self.config.padding != "tf-same":
+            raise ConfigError(
+                f"ImageNet weights {str(source)!r} were trained with TensorFlow's padding: set the model's "
+                "padding: tf-same (with torchvision's padding the converted network picks the original's "
+                "top-1 class on only 48% of real photos, 98% with tf-same)"
+            )
         state = _imagenet_state_dict(source)
         trunk = torchvision.models.mobilenet_v2(weights=None)
         trunk.load_state_dict(state)  # strict: a wrong file is an error, not a partial load
@@ -158,6 +175,8 @@ def triplet_loss(q: torch.Tensor, p: torch.Tensor, n: torch.Tensor, margin: floa
 
 
 def _imagenet_state_dict(source: str | Path) -> dict:
+    if str(source) == "coral" or str(source).endswith(".tflite"):  # TF-trained: see RGBBranch.load_imagenet
+        return coral_state_dict(None if str(source) == "coral" else source)
     if str(source) != "torchvision":
         path = Path(source)
         if not path.is_file():

@@ -19,7 +19,7 @@ from structvpr_core.models.branches import ModelConfig, RGBBranch
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
-BASELINES = ("raw-pixel", "random-mobilenetv2")
+BASELINES = ("raw-pixel", "random-mobilenetv2", "imagenet-mobilenetv2")
 
 
 class Encoder(Protocol):
@@ -95,13 +95,21 @@ class RawPixelEncoder:
 
 
 def load_encoder(spec: str, device: str = "auto", input_size: tuple[int, int] | None = None, seed: int = 0) -> Encoder:
-    """``spec`` = a checkpoint path, or a baseline name: raw-pixel | random-mobilenetv2."""
+    """``spec`` = a checkpoint path, or a baseline name: raw-pixel | random-mobilenetv2 | imagenet-mobilenetv2.
+
+    imagenet-mobilenetv2: the MC student's trunk (448-d) with the ImageNet weights of the shared
+    coral TFLite model, untrained for places (the off-the-shelf baseline).
+    """
     if spec == "raw-pixel":
         return RawPixelEncoder()
+    size = tuple(input_size or (640, 480))
     if spec == "random-mobilenetv2":
         torch.manual_seed(seed)  # the baseline must be the same network every run
-        size = tuple(input_size or (640, 480))
         return TorchEncoder(RGBBranch(ModelConfig("rgb", size)), f"random-mobilenetv2-seed{seed}", device, size)
+    if spec == "imagenet-mobilenetv2":
+        model = RGBBranch(ModelConfig("rgb", size, padding="tf-same"))
+        model.load_imagenet("coral")
+        return TorchEncoder(model, "imagenet-mobilenetv2-coral", device, size)
     path = Path(spec)
     if not path.exists():
         raise FileNotFoundError(f"model '{spec}' is neither a checkpoint file nor a baseline {list(BASELINES)}")

@@ -71,7 +71,8 @@ class Stage1Config:
     model: ModelConfig
     optim: OptimConfig = field(default_factory=OptimConfig)
     mining: MiningConfig = field(default_factory=MiningConfig)
-    # RGB only: "torchvision", a path to a mobilenet_v2 state_dict, or null (random init).
+    # RGB only: "torchvision", "coral" (the shared quantised TFLite MobileNetV2, needs
+    # model.padding: tf-same), a path to a .tflite or a mobilenet_v2 state_dict, or null (random init).
     imagenet_weights: str | None = None
 
     def __post_init__(self):
