@@ -4,17 +4,19 @@
 class on real photos; (b) the converted weights beat random init on real place recognition.
 """
 
-import numpy as np
+import importlib.util
+
 import pytest
 import torch
-import torchvision
 
-from structvpr_core.data.images import read_rgb
 from structvpr_core.models.branches import ModelConfig, RGBBranch
-from structvpr_core.models.tflite_mobilenetv2 import (
-    CORAL_MOBILENETV2, coral_state_dict, load_tflite, use_tf_same_padding,
-)
-from structvpr_core.runtime.encoder import load_encoder, to_input_tensor
+from structvpr_core.models.tflite_mobilenetv2 import coral_state_dict
+from structvpr_core.paths import REPO_ROOT
+from structvpr_core.runtime.encoder import load_encoder
+
+_spec = importlib.util.spec_from_file_location("verify_imagenet_init", REPO_ROOT / "scripts" / "verify_imagenet_init.py")
+verify = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(verify)
 
 
 @pytest.fixture(autouse=True)
@@ -22,46 +24,19 @@ def private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
 
-def photos(shared, step: int):
-    data = shared / "data"
-    return (sorted((data / "camvid_sample" / "images").glob("*.png"))[::step]
-            + sorted((data / "gardenspoint" / "day_left").glob("*.jpg"))[::10 * step]
-            + sorted((data / "grief_seasons" / "michigan" / "images").glob("*.jpg"))[::3 * step])
-
-
 def test_converted_model_agrees_with_tflite_on_real_photos(shared):
-    import cv2
-
-    tflite = load_tflite(shared / CORAL_MOBILENETV2)
-    net = torchvision.models.mobilenet_v2(weights=None)
-    net.load_state_dict(coral_state_dict())  # strict
-    use_tf_same_padding(net)
-    net.eval()
-    files = photos(shared, step=2)
-    agree = 0
-    for path in files:
-        small = cv2.resize(read_rgb(path), (224, 224), interpolation=cv2.INTER_AREA)
-        tflite.set_tensor(tflite.get_input_details()[0]["index"], small[None])
-        tflite.invoke()
-        tflite_class = int(tflite.get_tensor(tflite.get_output_details()[0]["index"])[0].argmax())
-        with torch.no_grad():
-            torch_class = int(net(to_input_tensor([small], (224, 224)))[0].argmax()) + 1  # +1: background
-        agree += tflite_class == torch_class
+    files = verify.photos(step=2)
+    agree = verify.top1_agreement({"tf-same": verify.imagenet_classifier("tf-same")}, files)["tf-same"]
     # measured 59/60 on all 60 photos (29/60 with torchvision's padding: docs/imagenet_init.md)
     assert len(files) >= 25 and agree / len(files) >= 0.9, f"{agree}/{len(files)} same top-1"
 
 
 def test_imagenet_start_beats_random_init_day_to_night(shared):
-    """Gardens Point day_right -> night_right, every 4th frame, R@1 with +-1 sampled frame (+-4 frames)."""
-    root = shared / "data" / "gardenspoint"
-    frames = range(0, 200, 4)
-    db = [read_rgb(root / "day_right" / f"Image{i:03d}.jpg") for i in frames]
-    queries = [read_rgb(root / "night_right" / f"Image{i:03d}.jpg") for i in frames]
+    """Gardens Point day_right -> night_right, 50 frames, R@1 with +-2 frames, 224x160 input."""
 
     def recall_at_1(spec):
         encoder = load_encoder(spec, device="cpu", input_size=(224, 160))
-        top1 = (encoder.encode(queries) @ encoder.encode(db).T).argmax(1)
-        return float(np.mean(np.abs(top1 - np.arange(len(frames))) <= 1))
+        return verify.gardenspoint_recall(encoder, "day_right", "night_right", range(100, 200, 2))[0]
 
     pretrained, random = recall_at_1("imagenet-mobilenetv2"), recall_at_1("random-mobilenetv2")
     print(f"day->night R@1: imagenet {pretrained:.2f}, random {random:.2f}")
