@@ -61,6 +61,8 @@ class DeepLabADE20K:
         canvas[0, :nh, :nw] = small.astype(np.float32) / 127.5 - 1.0
         self.interpreter.set_tensor(self._input, canvas)
         self.interpreter.invoke()
-        channel = self.interpreter.get_tensor(self._output)[0, :nh, :nw].argmax(-1)
+        # A view of the output buffer, not get_tensor's copy (160 MB: measured 0.94 s vs 0.06 s
+        # for the argmax on a loaded machine); argmax makes a new array, so no view outlives this call.
+        channel = self.interpreter.tensor(self._output)()[0, :nh, :nw].argmax(-1)
         labels = self._relabel[channel]
         return cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST) if (nw, nh) != (w, h) else labels
