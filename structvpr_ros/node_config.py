@@ -35,7 +35,7 @@ def _p(default, help: str):
 @dataclass
 class NodeConfig:
     # --- model ---------------------------------------------------------------------
-    model: str = _p("raw-pixel", "descriptor model: checkpoint file, or baseline raw-pixel | random-mobilenetv2")
+    model: str = _p("raw-pixel", "descriptor model: checkpoint file, or baseline raw-pixel | random-mobilenetv2 | imagenet-mobilenetv2")
     input_width: int = _p(0, "image width fed to the network, 0 = the model's own input size")
     input_height: int = _p(0, "image height fed to the network, 0 = the model's own input size")
     device: Literal["auto", "cpu", "cuda"] = _p("auto", "torch device: auto (cuda when available) | cpu | cuda")

@@ -157,7 +157,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--model", required=True, help=f"checkpoint path or baseline: {' | '.join(BASELINES)}")
     model.add_argument("--resize", metavar="WxH",
                        help="network input size; default: the checkpoint's, or the images' native size "
-                            "for random-mobilenetv2")
+                            "for random-mobilenetv2 and imagenet-mobilenetv2")
     model.add_argument("--seed", type=int, default=0, help="random-mobilenetv2 initialisation seed (default 0)")
     model.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     model.add_argument("--batch-size", type=int, default=32)
@@ -253,7 +253,7 @@ def _load_model(args, place_set: PlaceSet) -> tuple[Encoder, dict]:
     size = parse_size(args.resize)
     if args.model == "raw-pixel" and size is not None:
         raise CliError("--resize does not apply to raw-pixel (it uses its own fixed patch-normalised grid)")
-    if args.model == "random-mobilenetv2" and size is None:
+    if args.model in ("random-mobilenetv2", "imagenet-mobilenetv2") and size is None:
         first = read_rgb(place_set.queries[0])
         size = (first.shape[1], first.shape[0])  # native (W, H)
     is_checkpoint = args.model not in BASELINES

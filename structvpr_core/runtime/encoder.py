@@ -23,7 +23,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # last feature map (the 1280-channel head; the reference the trained students must beat),
 # "imagenet-lite0-mc" applies StructVPR's MC head to stages 3-5 (472-d).
 IMAGENET_LITE0_LEVELS = {"imagenet-lite0": (6,), "imagenet-lite0-mc": (3, 4, 5)}
-BASELINES = ("raw-pixel", "random-mobilenetv2", *IMAGENET_LITE0_LEVELS)
+BASELINES = ("raw-pixel", "random-mobilenetv2", "imagenet-mobilenetv2", *IMAGENET_LITE0_LEVELS)
 DEFAULT_BASELINE_SIZE = (640, 480)
 
 
@@ -104,13 +104,21 @@ class RawPixelEncoder:
 
 
 def load_encoder(spec: str, device: str = "auto", input_size: tuple[int, int] | None = None, seed: int = 0) -> Encoder:
-    """``spec`` = a checkpoint path, or a baseline name (``BASELINES``)."""
+    """``spec`` = a checkpoint path, or a baseline name (``BASELINES``).
+
+    imagenet-mobilenetv2: the MC student's trunk (448-d) with the ImageNet weights of the shared
+    coral TFLite model, untrained for places (the off-the-shelf baseline).
+    """
     if spec == "raw-pixel":
         return RawPixelEncoder()
     size = tuple(input_size or DEFAULT_BASELINE_SIZE)
     if spec == "random-mobilenetv2":
         torch.manual_seed(seed)  # the baseline must be the same network every run
         return TorchEncoder(RGBBranch(ModelConfig("rgb", size)), f"random-mobilenetv2-seed{seed}", device, size)
+    if spec == "imagenet-mobilenetv2":
+        model = RGBBranch(ModelConfig("rgb", size, padding="tf-same"))
+        model.load_imagenet("coral")
+        return TorchEncoder(model, "imagenet-mobilenetv2-coral", device, size)
     if spec in IMAGENET_LITE0_LEVELS:
         model = RGBBranch(ModelConfig("rgb", size, mc_levels=IMAGENET_LITE0_LEVELS[spec], trunk="efficientnet-lite0"))
         model.load_imagenet()
