@@ -15,6 +15,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "segment": ("structvpr_core.segmentation.segment", "segment an image folder into cached label PNGs"),
     "eval": ("structvpr_core.evaluation.evaluate", "Recall@N / PR evaluation of a model or baseline"),
+    "benchmark": ("structvpr_core.evaluation.benchmark", "every model on every shared evaluation set: one table"),
     "train": ("structvpr_core.train.cli", "training: stage1-rgb | stage1-seg | partition | stage2"),
     # ROS-facing tools live in structvpr_ros (imported only when used)
     "build-map": ("structvpr_ros.build_map", "build a map database from an image folder or a rosbag2 topic"),
