@@ -18,6 +18,7 @@ from structvpr_core.retrieval.sequence import NORMALIZATIONS, SequenceConfig, no
 COMMANDS: dict[str, tuple[str, str]] = {
     "segment": ("structvpr_core.segmentation.segment", "segment an image folder into cached label PNGs"),
     "eval": ("structvpr_core.evaluation.evaluate", "Recall@N / PR evaluation of a model or baseline"),
+    "benchmark": ("structvpr_core.evaluation.benchmark", "every model on every shared evaluation set: one table"),
     "train": ("structvpr_core.train.cli", "training: stage1-rgb | stage1-seg | partition | stage2"),
     "build-map": ("structvpr_core.retrieval.build_map",
                   "build a map database from an image folder or a bag's image topic (rosbag2 or ROS 1)"),
