@@ -131,10 +131,6 @@ class SequenceMatcher:
         self._rows: list[np.ndarray | None] = [None] * self.config.length  # ring buffer
         self._pushed = 0
 
-    @property
-    def queries_seen(self) -> int:
-        return self._pushed
-
     def push(self, similarity: np.ndarray, eligible: np.ndarray | None = None) -> SequenceScores:
         """Add the current query's similarity row (map keyframes in recorded order); score sequences.
 
