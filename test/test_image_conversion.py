@@ -34,8 +34,10 @@ ORACLE_ENCODING = {"8UC1": "mono8", "8UC3": "bgr8"}
 # that keep colour: exact ones give 0, 4:2:2 shares chroma between pixel pairs.
 ROUND_TRIP_MEAN_ERROR = {"rgb8": 0.0, "bgr8": 0.0, "8UC3": 0.0, "rgba8": 0.0, "bgra8": 0.0,
                          "yuv422": 1.0, "uyvy": 1.0, "yuv422_yuy2": 1.0, "yuyv": 1.0}  # fmt: skip
-BAYER_TILES = {"bayer_rggb8": "RGGB", "bayer_bggr8": "BGGR", "bayer_gbrg8": "GBRG", "bayer_grbg8": "GRBG"}
-LOSSY = ("yuv422", "uyvy", "yuv422_yuy2", "yuyv", "bayer_rggb8", "bayer_bggr8", "bayer_gbrg8", "bayer_grbg8")
+BAYER_TILES = {f"bayer_{tile.lower()}{bits}": tile for tile in ("RGGB", "BGGR", "GBRG", "GRBG") for bits in (8, 16)}
+# 16-bit: rosbags-image demosaics at full depth and scales by 255/65535 where we keep the
+# high byte (>> 8): at most one level apart, like mono16
+LOSSY = ("yuv422", "uyvy", "yuv422_yuy2", "yuyv", *BAYER_TILES)
 
 
 @pytest.fixture(scope="module")

@@ -171,8 +171,28 @@ class KeyframeSelector:
         self._last_position = None if position is None else np.asarray(position, np.float64)
 
 
+# tf2's tolerance: a quaternion whose squared norm is off by more than this is not a rotation
+QUATERNION_NORM_TOLERANCE = 1e-2
+
+
+def checked_pose(pose7) -> np.ndarray:
+    """``x y z qx qy qz qw`` as float64 with the quaternion normalised; ``ValueError`` for a pose
+    that is not one (NaN/inf, or a quaternion off unit length, e.g. all zeros)."""
+    pose = np.asarray(pose7, np.float64).reshape(-1)
+    if pose.shape != (7,) or not np.isfinite(pose).all():
+        raise ValueError(f"pose must be 7 finite numbers x y z qx qy qz qw, got {pose.tolist()}")
+    norm_sq = float(pose[3:] @ pose[3:])
+    if abs(norm_sq - 1) > QUATERNION_NORM_TOLERANCE:
+        raise ValueError(f"orientation {pose[3:].tolist()} is not a unit quaternion (norm {norm_sq ** 0.5:.3g})")
+    pose[3:] /= norm_sq**0.5
+    return pose
+
+
 class PoseBuffer:
-    """Recent odometry poses by stamp; an image takes the nearest one within ``max_offset_s``."""
+    """Recent odometry poses by stamp; an image takes the nearest one within ``max_offset_s``.
+
+    ``add`` refuses a pose that is not one (``checked_pose``), so lookups never return it.
+    """
 
     def __init__(self, max_offset_s: float, capacity: int = 1000):
         self.max_offset_ns = round(max_offset_s * NS_PER_S)
@@ -180,8 +200,9 @@ class PoseBuffer:
         self._lock = threading.Lock()  # odometry arrives on the executor thread, lookups on the worker
 
     def add(self, stamp_ns: int, pose7: np.ndarray) -> None:
+        pose = checked_pose(pose7)
         with self._lock:
-            self._entries.append((stamp_ns, np.asarray(pose7, np.float64)))
+            self._entries.append((stamp_ns, pose))
 
     def pose_at(self, stamp_ns: int) -> np.ndarray | None:
         with self._lock:
