@@ -109,6 +109,7 @@ def main() -> int:
         finally:
             if node is not None:
                 node.stop()
+                node_log = log_summary(node.log_path)
             if executor is not None:
                 executor.shutdown()
             if client is not None:
@@ -120,7 +121,7 @@ def main() -> int:
         "benchmark": "soak", "model": args.model, "minutes": args.minutes, "rate_hz": args.rate_hz,
         "image_size": list(size), "node_overrides": overrides, "sample_s": args.sample_s,
         "cpu_count": os.cpu_count(), "platform": platform.platform(),
-        "memory": memory_fit(samples, dim), "samples": samples,
+        "memory": memory_fit(samples, dim), "node_log": node_log, "samples": samples,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -196,6 +197,16 @@ def sample(sent: list[tuple[int, float]], t0: float, recorder: Recorder, node: N
     }
 
 
+def log_summary(path: Path) -> dict:
+    """Warning / error lines of the node's log, and how often it saw image stamps go backwards
+    (it then restarts keyframe selection, so every such frame becomes a keyframe)."""
+    lines = path.read_text(errors="replace").splitlines()
+    return {"warn_lines": sum("[WARN]" in line for line in lines),
+            "error_lines": sum("[ERROR]" in line or "[FATAL]" in line for line in lines),
+            "stamps_jumped_back": sum("jumped back in time" in line for line in lines),
+            "first_problems": [line for line in lines if "[WARN]" in line or "[ERROR]" in line][:5]}
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -242,6 +253,9 @@ def table(result: dict) -> str:
                         else f", growth beyond the map {m['growth_beyond_map_mb']:.1f} MB"))
     else:
         lines.append(m["note"])
+    log = result["node_log"]
+    lines.append(f"node log: {log['warn_lines']} warnings ({log['stamps_jumped_back']} 'stamps jumped back'), "
+                 f"{log['error_lines']} errors")
     return "\n".join(lines)
 
 
