@@ -13,7 +13,8 @@ next one arrives is dropped (counted), so nothing ever queues up behind a slow e
 A worker thread takes the newest frame and
   1. keyframe selection (message stamps; with odometry also distance) — frames too close
      to the last keyframe are skipped before they are even decoded;
-  2. decodes it (invalid messages are counted, logged throttled and skipped);
+  2. decodes it (invalid messages, images above ``max_pixels`` and uniform frames the
+     model cannot describe are counted, logged throttled and skipped);
   3. encodes it, queries the map (``structvpr_core.loop_closure.candidates``: top-k, threshold,
      recency exclusion in mapping mode, optional geometric verification, temporal
      consistency; with ``sequence_length`` > 1 the top-k are sequences of the last
@@ -32,7 +33,10 @@ per-query output has ``header.stamp`` = the image stamp (its arrival time if it 
 
 Services: ``~/save_map`` (atomic write to ``map_dir``), ``~/reset_map`` (mapping mode).
 ``/diagnostics`` every ``diagnostics_period_s`` of wall time: rates, latency (message
-received -> outputs published), encoder time, dropped / invalid / skipped frames, map size.
+received -> outputs published), encoder time, dropped / invalid / skipped frames, processing
+errors, rejected odometry, map size. Level ERROR for a period with processing errors or in
+which frames arrived and none could be used; WARN for drops, invalid frames, bad odometry.
+Odometry with NaN values or a non-unit quaternion is rejected (counted) on arrival.
 """
 
 from __future__ import annotations
@@ -42,10 +46,8 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, fields
-from pathlib import Path
 
 import faiss
-import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseWithCovarianceStamped
@@ -53,6 +55,7 @@ from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.node import Node
 from rclpy.qos import QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
@@ -64,7 +67,7 @@ from visualization_msgs.msg import MarkerArray
 from structvpr_core.config import ConfigError
 from structvpr_core.loop_closure.geometry import extract_features
 from structvpr_core.loop_closure.candidates import KeyframeSelector, LoopDetector, PoseBuffer
-from structvpr_core.retrieval.map_database import MapDatabase, MapError, ModelIdentity
+from structvpr_core.retrieval.map_database import MapDatabase, MapError, ModelIdentity, open_map
 from structvpr_ros import outputs
 from structvpr_ros.image_conversion import ImageConversionError, message_to_rgb
 from structvpr_ros.node_config import NODE_NAME, config_from_parameters, parameter_defaults
@@ -99,11 +102,14 @@ class _Stats:
     invalid: int = 0
     skipped: int = 0
     errors: int = 0
+    odometry_rejected: int = 0
     loop_closures: int = 0
     period_received: int = 0
     period_processed: int = 0
     period_dropped: int = 0
     period_invalid: int = 0
+    period_errors: int = 0
+    period_odometry_rejected: int = 0
     period_latency_ms_sum: float = 0.0
     period_latency_ms_max: float = 0.0
     period_encoder_ms_sum: float = 0.0
@@ -115,7 +121,7 @@ class _Stats:
         with self._lock:
             for name, value in increments.items():
                 setattr(self, name, getattr(self, name) + value)
-                if name in ("received", "processed", "dropped", "invalid"):
+                if hasattr(self, f"period_{name}"):
                     setattr(self, f"period_{name}", getattr(self, f"period_{name}") + value)
 
     def add_timing(self, latency_ms: float, encoder_ms: float) -> None:
@@ -138,16 +144,15 @@ class StructVPRNode(Node):
     def __init__(self, **node_kwargs):
         super().__init__(NODE_NAME, **node_kwargs)
         try:
-            self.config = self._declare_and_read_parameters()
+            self.config = cfg = self._declare_and_read_parameters()
             self._load_model_and_map()
+            self.detector = LoopDetector(self.db, cfg.loop_closure_config(), cfg.intrinsics())
+            self.keyframes = KeyframeSelector(cfg.keyframe_min_interval_s, cfg.keyframe_min_distance_m)
+            self.poses = PoseBuffer(cfg.odom_max_offset_s)
         except (ConfigError, OSError, ValueError, RuntimeError) as e:
             self.get_logger().fatal(f"refusing to start: {e}")
             self.destroy_node()
             raise StartupError(str(e)) from None
-        cfg = self.config
-        self.detector = LoopDetector(self.db, cfg.loop_closure_config(), cfg.intrinsics())
-        self.keyframes = KeyframeSelector(cfg.keyframe_min_interval_s, cfg.keyframe_min_distance_m)
-        self.poses = PoseBuffer(cfg.odom_max_offset_s)
         self.stats = _Stats()
         self._map_lock = threading.RLock()  # worker (query + add) vs save/reset services
         self._frame_ready = threading.Condition()
@@ -196,22 +201,17 @@ class StructVPRNode(Node):
         except (FileNotFoundError, ValueError) as e:
             raise ConfigError(f"model: {e}") from None
         identity = ModelIdentity.of_encoder(self.encoder, cfg.model)
-        map_dir = Path(cfg.map_dir) if cfg.map_dir else None
-        if map_dir is not None and (map_dir / "meta.json").is_file():
-            try:
-                self.db = MapDatabase.load(map_dir, expect_model=identity)
-            except MapError as e:
-                raise ConfigError(f"map_dir: {e}") from None
-            self._warn_if_unverifiable()
-            if cfg.sequence_length > 1 and self.db.index.kind != "flat":
-                raise ConfigError(f"sequence_length: sequence matching scores every keyframe and needs a map with "
-                                  f"the flat index, {map_dir} has '{self.db.index.kind}'")
-        elif cfg.mode == "localization":
-            raise ConfigError(f"map_dir: localization mode needs an existing map, but {map_dir} holds none")
-        elif map_dir is not None and map_dir.exists() and (not map_dir.is_dir() or any(map_dir.iterdir())):
-            raise ConfigError(f"map_dir: {map_dir} exists and is not a map directory (no meta.json)")
-        else:
+        if not cfg.map_dir:
             self.db = MapDatabase(identity)
+            return
+        try:
+            self.db = open_map(cfg.map_dir, identity, create=cfg.mode == "mapping")
+        except MapError as e:
+            raise ConfigError(f"map_dir: {e}") from None
+        self._warn_if_unverifiable()
+        if cfg.sequence_length > 1 and self.db.index.kind != "flat":
+            raise ConfigError(f"sequence_length: sequence matching scores every keyframe and needs a map with "
+                              f"the flat index, {cfg.map_dir} has '{self.db.index.kind}'")
 
     def _warn_if_unverifiable(self) -> None:
         if self.config.verification == "off":
@@ -256,7 +256,11 @@ class StructVPRNode(Node):
 
     def _on_odometry(self, msg: Odometry) -> None:
         p, q = msg.pose.pose.position, msg.pose.pose.orientation
-        self.poses.add(outputs.stamp_to_ns(msg.header.stamp), np.array([p.x, p.y, p.z, q.x, q.y, q.z, q.w]))
+        try:
+            self.poses.add(outputs.stamp_to_ns(msg.header.stamp), [p.x, p.y, p.z, q.x, q.y, q.z, q.w])
+        except ValueError as e:  # stored, it would become NaN markers and [0,0,0,0] relocalizations
+            self.stats.add(odometry_rejected=1)
+            self.get_logger().warning(f"rejecting odometry: {e}", throttle_duration_sec=LOG_THROTTLE_S)
 
     def _on_save_map(self, request, response):
         if not self.config.map_dir:
@@ -319,14 +323,17 @@ class StructVPRNode(Node):
                 self.stats.add(skipped=1)
                 return
             try:
-                rgb = message_to_rgb(frame.msg)
+                rgb = message_to_rgb(frame.msg, cfg.max_pixels)
             except ImageConversionError as e:
-                self.stats.add(invalid=1)
-                self.get_logger().warning(f"skipping invalid image: {e}", throttle_duration_sec=LOG_THROTTLE_S)
+                self._skip_invalid(str(e))
                 return
             started = time.perf_counter()
             descriptor = self.encoder.encode([rgb])[0]
             encoder_ms = (time.perf_counter() - started) * 1e3
+            if not descriptor.any():  # raw-pixel on a uniform image: nothing to compare, faiss refuses it
+                self._skip_invalid(f"the {rgb.shape[1]}x{rgb.shape[0]} image is uniform (lens cap, darkness?): "
+                                   f"model {self.encoder.name} gives it no descriptor")
+                return
             features = extract_features(rgb, cfg.max_features) if cfg.verification != "off" else None
             query_id = len(self.db) if mapping else frame.number
             detection = self.detector.detect(descriptor, stamp_ns, exclude_recent=mapping, features=features)
@@ -338,6 +345,10 @@ class StructVPRNode(Node):
         self._publish(header, stamp_ns, query_id, pose, matches, detection)
         self.stats.add(processed=1, loop_closures=int(bool(matches)))
         self.stats.add_timing((time.monotonic() - frame.received) * 1e3, encoder_ms)
+
+    def _skip_invalid(self, reason: str) -> None:
+        self.stats.add(invalid=1)
+        self.get_logger().warning(f"skipping invalid image: {reason}", throttle_duration_sec=LOG_THROTTLE_S)
 
     def _is_keyframe(self, stamp_ns: int, position) -> bool:
         if self.keyframes.last_stamp_ns is not None and stamp_ns < self.keyframes.last_stamp_ns:
@@ -383,16 +394,23 @@ class StructVPRNode(Node):
             "frames_invalid": s["invalid"],
             "frames_skipped_not_keyframe": s["skipped"],
             "processing_errors": s["errors"],
+            "odometry_rejected": s["odometry_rejected"],
             "loop_closures": s["loop_closures"],
             "map_size": len(self.db),
             "mode": self.config.mode,
         }
-        problems = []
-        if s["period_dropped"]:
-            problems.append(f"{s['period_dropped']} frames dropped (processing slower than input)")
+        errors, warnings = [], []
+        if s["period_errors"]:  # a bug or a broken model, never normal input
+            errors.append(f"{s['period_errors']} frames failed with processing errors (see the log)")
         if s["period_invalid"]:
-            problems.append(f"{s['period_invalid']} invalid image messages")
-        self.pub_diag.publish(outputs.diagnostics_msg(self.get_clock().now().to_msg(), NODE_NAME, values, problems))
+            (warnings if s["period_processed"] else errors).append(
+                f"{s['period_invalid']} invalid image messages{'' if s['period_processed'] else ', none usable'}")
+        if s["period_dropped"]:
+            warnings.append(f"{s['period_dropped']} frames dropped (processing slower than input)")
+        if s["period_odometry_rejected"]:
+            warnings.append(f"{s['period_odometry_rejected']} odometry messages rejected (NaN or non-unit quaternion)")
+        self.pub_diag.publish(outputs.diagnostics_msg(self.get_clock().now().to_msg(), NODE_NAME, values,
+                                                      errors, warnings))
 
     # --- shutdown -----------------------------------------------------------------------------
     def destroy_node(self) -> None:
@@ -406,7 +424,11 @@ class StructVPRNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
+    try:
+        rclpy.init(args=args)
+    except rclpy_implementation.RCLError as e:  # e.g. a params file that is not valid ROS parameter YAML
+        print(f"[FATAL] [{NODE_NAME}]: refusing to start: bad ROS arguments: {e}", file=sys.stderr)
+        return 2
     try:
         node = StructVPRNode()
     except StartupError:  # already logged as FATAL with the reason

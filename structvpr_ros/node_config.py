@@ -21,6 +21,10 @@ from structvpr_core.loop_closure.candidates import LoopClosureConfig
 from structvpr_core.retrieval.sequence import SequenceConfig, normalization_for
 
 NODE_NAME = "structvpr_node"
+# Longest duration a *_s parameter may have (~31 years): stamps minus it still fit int64 ns.
+MAX_DURATION_S = 1e9
+# Shortest /diagnostics period: faster only loads the executor the images arrive on.
+MIN_DIAGNOSTICS_PERIOD_S = 0.05
 # ROS base_link (x forward, y left, z up) -> camera optical frame (z forward, x right, y down)
 OPTICAL_FRAME_IN_BASE = (0.0, 0.0, 0.0, -0.5, 0.5, -0.5, 0.5)
 
@@ -51,6 +55,8 @@ class NodeConfig:
     qos_reliability: Literal["reliable", "best_effort"] = _p(
         "reliable", "image subscription reliability (best_effort loses most large images)")
     qos_depth: int = _p(2, "image subscription queue depth; the node only ever processes the newest frame")
+    max_pixels: int = _p(
+        40_000_000, "larger images (width x height, read from the JPEG/PNG header before decoding) are rejected")
     # --- keyframe selection (message stamps, so it works with use_sim_time) -----------
     keyframe_min_interval_s: float = _p(0.5, "process a frame only if this long (stamp time) after the last keyframe")
     keyframe_min_distance_m: float = _p(0.0, "with odometry: also require moving this far since the last keyframe")
@@ -95,6 +101,12 @@ class NodeConfig:
     diagnostics_period_s: float = _p(1.0, "period of /diagnostics (wall clock)")
 
     def __post_init__(self):
+        for f in fields(self):  # NaN passes every < / > check below, inf breaks stamp arithmetic
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{f.name} must be a finite number, got {value}")
+            if f.name.endswith("_s") and value > MAX_DURATION_S:
+                raise ConfigError(f"{f.name} must be <= {MAX_DURATION_S:g} s, got {value}")
         if not self.model:
             raise ConfigError("model must name a checkpoint file or a baseline (raw-pixel, random-mobilenetv2)")
         if self.input_width < 0 or self.input_height < 0 or (self.input_width == 0) != (self.input_height == 0):
@@ -109,11 +121,15 @@ class NodeConfig:
             raise ConfigError(f"cpu_threads must be >= 0, got {self.cpu_threads}")
         if not 1 <= self.qos_depth <= 100:
             raise ConfigError(f"qos_depth must be in 1..100, got {self.qos_depth}")
+        if self.max_pixels < 1:
+            raise ConfigError(f"max_pixels must be >= 1, got {self.max_pixels}")
+        if self.diagnostics_period_s < MIN_DIAGNOSTICS_PERIOD_S:
+            raise ConfigError(f"diagnostics_period_s must be >= {MIN_DIAGNOSTICS_PERIOD_S}, "
+                              f"got {self.diagnostics_period_s}")
         for name in ("keyframe_min_interval_s", "keyframe_min_distance_m"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("odom_max_offset_s", "relocalization_position_std_m",
-                     "relocalization_orientation_std_rad", "diagnostics_period_s"):
+        for name in ("odom_max_offset_s", "relocalization_position_std_m", "relocalization_orientation_std_rad"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
         intrinsics = (self.camera_fx, self.camera_fy, self.camera_cx, self.camera_cy)

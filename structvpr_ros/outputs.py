@@ -167,12 +167,15 @@ def loop_markers(stamp: Time, frame_id: str, query_id: int, query_pose7, match_p
     return MarkerArray(markers=[line])
 
 
-def diagnostics_msg(stamp: Time, name: str, values: dict[str, float | int | str], problems: list[str]) -> DiagnosticArray:
+def diagnostics_msg(stamp: Time, name: str, values: dict[str, float | int | str],
+                    errors: list[str], warnings: list[str]) -> DiagnosticArray:
+    """One status: ERROR if there are ``errors``, else WARN if ``warnings``, else OK; the message lists them."""
+    level = DiagnosticStatus.ERROR if errors else DiagnosticStatus.WARN if warnings else DiagnosticStatus.OK
     status = DiagnosticStatus(
-        level=DiagnosticStatus.WARN if problems else DiagnosticStatus.OK,
+        level=level,
         name=name,
         hardware_id=name,
-        message="; ".join(problems) if problems else "OK",
+        message="; ".join(errors + warnings) or "OK",
         values=[KeyValue(key=k, value=f"{v:.2f}" if isinstance(v, float) else str(v)) for k, v in values.items()],
     )
     return DiagnosticArray(header=Header(stamp=stamp), status=[status])

@@ -16,6 +16,7 @@ from ros_helpers import (
     stamp,
     stamp_ns,
 )
+from nav_msgs.msg import Odometry
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy
 from rosgraph_msgs.msg import Clock
@@ -29,6 +30,8 @@ from structvpr_core.retrieval.map_database import MapDatabase, ModelIdentity
 from structvpr_core.retrieval.sequence import SequenceConfig, SequenceMatcher, similarity_row, top_k
 from structvpr_ros import outputs
 from structvpr_ros.node import StartupError, StructVPRNode
+from structvpr_ros.node import main as node_main
+from test_map_database import interrupt_save
 
 # Summer 33200..33400 is mapped; winter 33240..33310 revisits map places 4..11 (raw-pixel
 # ranks the right place first on this stretch, see test_loop_closure.py).
@@ -231,8 +234,8 @@ def test_invalid_messages_are_counted_skipped_and_the_node_keeps_working(nordlan
         assert client.send_image(image_msg(summer[2], 7 * NS_PER_S)).query_id == 1
         diag = client.latest_diagnostics(lambda v: v["frames_processed"] == "2")
         assert diag["frames_invalid"] == "3" and diag["processing_errors"] == "0"
-        # the period(s) with the invalid frames raised a warning
-        assert any(v["_level"] == 1 and "invalid image messages" in v["_message"]
+        # the period(s) with the invalid frames raised a warning (an error where none was usable)
+        assert any(v["_level"] >= 1 and "invalid image messages" in v["_message"]
                    for v in map(diagnostic_values, client.diagnostics))
         node.destroy_node()
 
@@ -386,3 +389,137 @@ def test_quaternion_round_trip():
         q /= np.linalg.norm(q)
         q = q if q[3] >= 0 else -q
         assert np.allclose(outputs.matrix_to_quat(outputs.quat_to_matrix(q)), q)
+
+
+def _diagnostics_levels(client) -> list[tuple[int, str]]:
+    return [(v["_level"], v["_message"]) for v in map(diagnostic_values, client.diagnostics)]
+
+
+def test_uniform_frames_are_skipped_as_invalid_and_a_period_of_only_failures_is_an_error(nordland):
+    summer = nordland[0]
+    with ros_context() as context:
+        node, client = _start(context)
+        # lens cap, tunnel, over-exposure: raw-pixel has nothing to describe (a zero vector faiss refuses)
+        for k, value in enumerate((0, 0, 255)):
+            client.image_pub.publish(image_msg(np.full_like(summer[0], value), (1 + k) * NS_PER_S))
+            _wait_handled(node, client.executor, k + 1)
+        assert node.stats.invalid == 3 and node.stats.errors == 0 and client.loop_closures == []
+        assert len(node.db) == 0
+        # a period in which every frame failed says so as an ERROR, not OK or a mere warning
+        spin_until(client.executor, lambda: any(level == 2 and "none usable" in message
+                                                for level, message in _diagnostics_levels(client)),
+                   5, "an ERROR /diagnostics for a period of only invalid frames")
+        # a real frame afterwards is processed: the node is fine, the frames were not
+        assert client.send_image(image_msg(summer[1], 10 * NS_PER_S)).query_id == 0
+        node.destroy_node()
+
+
+def test_processing_errors_are_counted_per_period_and_raise_diagnostics_to_error(nordland, tmp_path):
+    import torch
+
+    from structvpr_core.models.branches import ModelConfig, RGBBranch
+    from structvpr_core.models.checkpoint import save_checkpoint
+
+    # a checkpoint whose weights went NaN (diverged training): every descriptor is NaN
+    model = RGBBranch(ModelConfig("rgb", (64, 32)))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(float("nan"))
+    save_checkpoint(tmp_path / "diverged.pt", model)
+    summer = nordland[0]
+    with ros_context() as context:
+        node, client = _start(context, model=str(tmp_path / "diverged.pt"), device="cpu")
+        for k in range(3):
+            client.image_pub.publish(image_msg(summer[k], (1 + k) * NS_PER_S))
+            spin_until(client.executor, lambda: node.stats.errors == k + 1, 10, f"{k + 1} processing errors")
+        assert node.stats.processed == 0 and client.loop_closures == []
+        diag = client.latest_diagnostics(lambda v: v["processing_errors"] == "3")
+        spin_until(client.executor, lambda: any(level == 2 and "processing errors" in message
+                                                for level, message in _diagnostics_levels(client)),
+                   5, "an ERROR /diagnostics naming the processing errors")
+        assert diag["frames_processed"] == "0"
+        node.destroy_node()
+
+
+def test_odometry_with_nan_or_a_bad_quaternion_is_rejected_on_arrival(nordland):
+    summer = nordland[0]
+
+    def odometry(t_ns, position, quaternion):
+        odom = Odometry(header=Header(stamp=stamp(t_ns), frame_id="map"), child_frame_id="base_link")
+        p, q = odom.pose.pose.position, odom.pose.pose.orientation
+        p.x, p.y, p.z = position
+        q.x, q.y, q.z, q.w = quaternion
+        return odom
+
+    bad = [((float("nan"), 0.0, 0.0), (0.0, 0.0, 0.0, 1.0)),  # NaN position
+           ((1.0, 2.0, 0.0), (0.0, 0.0, 0.0, 0.0)),  # zero quaternion (an unset orientation)
+           ((1.0, 2.0, 0.0), (0.0, 0.0, 0.0, 2.0)),  # not unit length
+           ((1.0, 2.0, 0.0), (0.0, 0.0, float("inf"), 1.0))]
+    with ros_context() as context:
+        node, client = _start(context, odom_topic="odom")
+        for k, (position, quaternion) in enumerate(bad):
+            t = (1 + k) * NS_PER_S
+            client.odom_pub.publish(odometry(t, position, quaternion))
+            spin_until(client.executor, lambda: node.stats.odometry_rejected == k + 1, 5, f"odometry {k} rejected")
+            client.send_image(image_msg(summer[k], t))
+            assert node.db.keyframe(k).pose is None  # no pose rather than a NaN one
+        # a slightly off-unit quaternion (float32 round-off) is a rotation: kept, normalised
+        t = 10 * NS_PER_S
+        client.odom_pub.publish(odometry(t, (3.0, 4.0, 0.0), (0.0, 0.0, 0.0, 1.001)))
+        client.send_image(image_msg(summer[5], t))
+        np.testing.assert_allclose(node.db.keyframe(4).pose, [3, 4, 0, 0, 0, 0, 1])
+        diag = client.latest_diagnostics(lambda v: v["odometry_rejected"] == "4")
+        assert diag["processing_errors"] == "0"
+        assert any(level == 1 and "odometry messages rejected" in message
+                   for level, message in _diagnostics_levels(client))
+        node.destroy_node()
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"keyframe_min_interval_s": float("nan")}, "keyframe_min_interval_s must be a finite number, got nan"),
+    ({"exclude_recent_s": float("inf")}, "exclude_recent_s must be a finite number, got inf"),
+    ({"ransac_threshold_px": float("nan")}, "ransac_threshold_px must be a finite number"),
+    ({"exclude_recent_s": 1e300}, "exclude_recent_s must be <= 1e+09 s"),
+    ({"diagnostics_period_s": 0.001}, "diagnostics_period_s must be >= 0.05"),
+    ({"max_pixels": 0}, "max_pixels must be >= 1"),
+])
+def test_non_finite_and_out_of_range_parameters_make_the_node_refuse_to_start(params, message):
+    with ros_context() as context:
+        with pytest.raises(StartupError, match=message.replace("+", r"\+")):
+            StructVPRNode(context=context, parameter_overrides=overrides(**{**BASE, **params}))
+
+
+def test_a_malformed_params_file_is_a_clear_refusal_not_a_traceback(tmp_path, capsys):
+    bad = tmp_path / "params.yaml"
+    bad.write_text("structvpr_node:\n  ros__parameters:\n    base_to_camera: [0.0, \"x\"]\n")
+    assert node_main(["--ros-args", "--params-file", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "refusing to start: bad ROS arguments" in err and "Couldn't parse params file" in err
+    assert "Traceback" not in err
+
+
+def test_images_above_max_pixels_are_invalid_before_decoding(nordland):
+    summer = nordland[0]  # 64x32 = 2048 pixels
+    png = cv2.imencode(".png", cv2.cvtColor(summer[0], cv2.COLOR_RGB2BGR))[1].tobytes()
+    with ros_context() as context:
+        node, client = _start(context, compressed_topic="compressed", max_pixels=2000)
+        client.image_pub.publish(image_msg(summer[0], NS_PER_S))
+        _wait_handled(node, client.executor, 1)
+        client.compressed_pub.publish(CompressedImage(header=Header(stamp=stamp(2 * NS_PER_S), frame_id="camera"),
+                                                      format="png", data=png))
+        _wait_handled(node, client.executor, 2)
+        assert node.stats.invalid == 2 and node.stats.processed == 0
+        node.destroy_node()
+
+
+@pytest.mark.parametrize("mode", ["mapping", "localization"])
+def test_a_save_interrupted_between_its_renames_is_refused_with_the_recovery_step(nordland, tmp_path, mode):
+    map_dir = tmp_path / "map"
+    db = MapDatabase(ModelIdentity(RawPixelEncoder().name, RawPixelEncoder().dim))
+    db.add(nordland[2][0], NS_PER_S, "camera")
+    db.save(map_dir)
+    interrupt_save(map_dir, "between_renames")
+    with ros_context() as context:
+        # mapping mode used to start with an empty map here, and its next save dropped the old one
+        with pytest.raises(StartupError, match=r"interrupted save left the previous map at .*\.map\.previous-"):
+            StructVPRNode(context=context, parameter_overrides=overrides(**BASE, mode=mode, map_dir=str(map_dir)))

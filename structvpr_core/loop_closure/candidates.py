@@ -231,8 +231,27 @@ class KeyframeSelector:
         self._last_position = None if position is None else np.asarray(position, np.float64)
 
 
+# tf2's tolerance: a quaternion whose squared norm is off by more than this is not a rotation
+QUATERNION_NORM_TOLERANCE = 1e-2
+
+
+def checked_pose(pose7) -> np.ndarray:
+    """``x y z qx qy qz qw`` as float64 with the quaternion normalised; ``ValueError`` for a pose
+    that is not one (NaN/inf, or a quaternion off unit length, e.g. all zeros)."""
+    pose = np.asarray(pose7, np.float64).reshape(-1)
+    if pose.shape != (7,) or not np.isfinite(pose).all():
+        raise ValueError(f"pose must be 7 finite numbers x y z qx qy qz qw, got {pose.tolist()}")
+    norm_sq = float(pose[3:] @ pose[3:])
+    if abs(norm_sq - 1) > QUATERNION_NORM_TOLERANCE:
+        raise ValueError(f"orientation {pose[3:].tolist()} is not a unit quaternion (norm {norm_sq ** 0.5:.3g})")
+    pose[3:] /= norm_sq**0.5
+    return pose
+
+
 class PoseBuffer:
     """Odometry poses by stamp; an image takes the pose nearest its stamp if within ``max_offset_s``.
+
+    ``add`` refuses a pose that is not one (``checked_pose``), so lookups never return it.
 
     The node keeps the latest ``capacity`` poses (by arrival); the offline tools hold a whole
     bag's (``capacity=None``). Stamps are kept sorted, so a lookup is a bisection.
@@ -252,11 +271,12 @@ class PoseBuffer:
         return len(self._stamps)
 
     def add(self, stamp_ns: int, pose7: np.ndarray) -> None:
+        pose = checked_pose(pose7)
         with self._lock:
             if stamp_ns not in self._poses:
                 bisect.insort(self._stamps, stamp_ns)
                 self._arrivals.append(stamp_ns)
-            self._poses[stamp_ns] = np.asarray(pose7, np.float64)  # a repeated stamp: the newer pose
+            self._poses[stamp_ns] = pose  # a repeated stamp: the newer pose
             if self.capacity is not None and len(self._arrivals) > self.capacity:
                 oldest = self._arrivals.popleft()
                 del self._poses[oldest]
