@@ -160,3 +160,19 @@ def test_shipped_checkpoints_load():
     for path in sorted((REPO_ROOT / "training" / "checkpoints").glob("*.pt")):
         model, payload = load_checkpoint(path, expect_branch="rgb", expect_dim=448)
         assert payload["format"] == "structvpr-checkpoint/2" and model.config.input_size == (64, 32)
+
+
+def test_fp16_export_keeps_config_and_meta_and_close_descriptors(tmp_path):
+    from structvpr_core.models.checkpoint import main as checkpoint_main
+
+    torch.manual_seed(0)
+    model = RGBBranch(ModelConfig("rgb", (128, 64), trunk="efficientnet-lite0")).eval()
+    save_checkpoint(tmp_path / "full.pt", model, meta={"seed": 3})
+    assert checkpoint_main(["--export-fp16", str(tmp_path / "full.pt"), str(tmp_path / "half.pt")]) == 0
+    half, payload = load_checkpoint(tmp_path / "half.pt", expect_branch="rgb")
+    assert payload["meta"]["seed"] == 3 and payload["meta"]["exported_fp16_from_sha256"]
+    assert all(v.dtype == torch.float16 for v in payload["state_dict"].values() if v.is_floating_point())
+    x = torch.randn(2, 3, 64, 128)
+    with torch.no_grad():
+        assert torch.nn.functional.cosine_similarity(model(x), half(x)).min() > 0.999
+    assert checkpoint_main(["--export-fp16", str(tmp_path / "absent.pt"), str(tmp_path / "x.pt")]) == 2

@@ -153,12 +153,24 @@ def upgrade_checkpoint(path: str | Path) -> str:
     return _write(path, payload["config"], payload["state_dict"], payload.get("meta") or {})
 
 
+def export_half(src: str | Path, dst: str | Path) -> str:
+    """Write a float16 copy of ``src`` (what ships in training/checkpoints/); meta notes the source hash."""
+    model, payload = load_checkpoint(src)
+    meta = {**(payload.get("meta") or {}), "exported_fp16_from_sha256": payload["sha256"]}
+    return save_checkpoint(dst, model, meta=meta, half=True)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="re-save format 1 checkpoints as format 2 (hash covers config)")
-    parser.add_argument("--upgrade", nargs="+", required=True, metavar="FILE")
+    parser = argparse.ArgumentParser(description="checkpoint maintenance: format upgrade, float16 export")
+    action = parser.add_mutually_exclusive_group(required=True)
+    action.add_argument("--upgrade", nargs="+", metavar="FILE",
+                        help="re-save format 1 checkpoints in place as format 2 (hash covers config)")
+    action.add_argument("--export-fp16", nargs=2, metavar=("SRC", "DST"), help="write a float16 copy of SRC to DST")
     args = parser.parse_args(argv)
     try:
-        for path in args.upgrade:
+        if args.export_fp16:
+            print(f"{args.export_fp16[1]}: float16, sha256 {export_half(*args.export_fp16)}")
+        for path in args.upgrade or []:
             print(f"{path}: format 2, sha256 {upgrade_checkpoint(path)}")
     except (CheckpointError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
