@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from structvpr_core.config import to_dict
 from structvpr_core.io_utils import atomic_write, atomic_write_text
-from structvpr_core.train.data import SplitBanks, TripletMiner
+from structvpr_core.train.data import SplitBanks, TripletMiner, cat_batches, to_device
 from structvpr_core.train import distributed
 from structvpr_core.train.distributed import DistContext
 from structvpr_core.train.evaluation import encode_bank
@@ -103,8 +103,8 @@ class TripletEpoch:
             n = np.asarray([self.miner.negative(i, rng) for i in q])
             mine = slice(ctx.rank * self.batch_size, (ctx.rank + 1) * self.batch_size)
             q, p, n = q[mine], p[mine], n[mine]
-            x = torch.cat([self.banks.queries.batch(q), self.banks.database.batch(p), self.banks.database.batch(n)])
-            x = x.to(ctx.device, memory_format=torch.channels_last)
+            x = to_device(cat_batches([self.banks.queries.batch(q, rng), self.banks.database.batch(p, rng),
+                                       self.banks.database.batch(n, rng)]), ctx.device)
             with torch.autocast(ctx.device.type, enabled=ctx.device.type == "cuda"):
                 emb = self.model(x).float()
             eq, ep, en = emb.split(len(q))
@@ -114,7 +114,7 @@ class TripletEpoch:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.scheduler.step()
-            n_images += len(x)
+            n_images += 3 * len(q)
             for k, v in {"loss": loss.item(), **parts}.items():
                 sums[k] = sums.get(k, 0.0) + v
             bar.set_postfix({k: f"{v / (step + 1):.4f}" for k, v in sums.items()})

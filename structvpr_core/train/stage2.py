@@ -18,7 +18,7 @@ import torch.nn as nn
 
 from structvpr_core.models.checkpoint import load_checkpoint, save_checkpoint
 from structvpr_core.models.branches import RGBBranch, Transform, triplet_loss
-from structvpr_core.train import distributed
+from structvpr_core.train import distributed, frozen_prefix
 from structvpr_core.train.config import ExperimentConfig
 from structvpr_core.train.data import TripletMiner, load_split, make_banks
 from structvpr_core.train.evaluation import encode_bank, split_recalls
@@ -34,7 +34,7 @@ def stage2_dir(cfg: ExperimentConfig) -> Path:
 class Distiller(nn.Module):
     """Student + T as one module (one DDP wrapper): output = [x_D | T(x_D)]."""
 
-    def __init__(self, student: RGBBranch, transform: Transform):
+    def __init__(self, student: nn.Module, transform: Transform):
         super().__init__()
         self.student, self.transform = student, transform
 
@@ -71,8 +71,17 @@ def run_stage2(cfg: ExperimentConfig, resume: bool = False) -> dict:
             student = RGBBranch(cfg.stage1_rgb.model)
             if stage.imagenet_weights is not None:
                 student.load_imagenet(stage.imagenet_weights)
-        distiller = Distiller(student, Transform(student.dim, teacher.dim)).to(
+        student = student.to(ctx.device, memory_format=torch.channels_last)
+        rgb_train = make_banks(train, student.config, None)
+        val = make_banks(load_split(cfg.data, "val"), student.config, None)
+        student_net = student  # what the triplet loop runs
+        if stage.train_from_stage > 1:
+            student_net, rgb_train, val = frozen_prefix.suffix_training(
+                student, stage.train_from_stage, rgb_train, val, stage.augment, cfg.feature_cache)
+        distiller = Distiller(student_net, Transform(student.dim, teacher.dim)).to(
             ctx.device, memory_format=torch.channels_last)
+        params = (list(distiller.transform.parameters()) + student_net.trainable_parameters()
+                  if stage.train_from_stage > 1 else list(distiller.parameters()))
 
         kd = stage.kd
         phi, clipped = weight_fn(table["x"], table["y"], cfg.partition.nt, cfg.partition.nm,
@@ -85,10 +94,8 @@ def run_stage2(cfg: ExperimentConfig, resume: bool = False) -> dict:
                   f"{100 * used:.1f}% of {len(phi)} pairs distilled, mean phi {phi.mean():.3f}"
                   f"{f', {clipped} negative phi clipped to 0' if clipped else ''}", flush=True)
 
-        rgb_train = make_banks(train, student.config, None)
-        val = make_banks(load_split(cfg.data, "val"), student.config, None)
         n_steps = steps_per_epoch(len(table["q"]), stage.optim.batch_size, ctx.world_size)
-        optimizer, scheduler, scaler = make_optim(distiller.parameters(), stage.optim.lr, stage.optim.weight_decay,
+        optimizer, scheduler, scaler = make_optim(params, stage.optim.lr, stage.optim.weight_decay,
                                                   stage.optim.epochs * n_steps, ctx.device)
         margin, dim = stage.optim.margin, student.dim
 
@@ -100,7 +107,7 @@ def run_stage2(cfg: ExperimentConfig, resume: bool = False) -> dict:
             kd_loss = (w * sq).mean()
             return vpr + kd_loss, {"triplet": vpr.item(), "kd": kd_loss.item()}
 
-        epoch = TripletEpoch(ctx, ctx.wrap(distiller), student, rgb_train, TripletMiner(train, stage.mining),
+        epoch = TripletEpoch(ctx, ctx.wrap(distiller), student_net, rgb_train, TripletMiner(train, stage.mining),
                              table["q"], table["p"], stage.optim.batch_size, stage.mining.refresh_every,
                              optimizer, scheduler, scaler, loss_fn, cfg.eval_batch_size)
         key = run_key("stage2", cfg.data, cfg.partition, stage, cfg.stage1_rgb.model, cfg.seed,
@@ -115,6 +122,7 @@ def run_stage2(cfg: ExperimentConfig, resume: bool = False) -> dict:
 
         fit = Fit(ctx, out, stage.optim.epochs, {"distiller": distiller}, optimizer, scheduler, scaler, rng, key,
                   f"stage II {stage.name} seed {cfg.seed}")
-        return fit.run(epoch, lambda: split_recalls(student, val, ctx.device, cfg.eval_batch_size), save_best, resume)
+        return fit.run(epoch, lambda: split_recalls(student_net, val, ctx.device, cfg.eval_batch_size), save_best,
+                       resume)
     finally:
         distributed.teardown(ctx)
