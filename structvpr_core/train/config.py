@@ -100,8 +100,8 @@ class Stage1Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     mining: MiningConfig = field(default_factory=MiningConfig)
     # RGB only: ImageNet start — "torchvision" / "pypi" (the trunk's default source), "coral"
-    # (the shared quantised TFLite MobileNetV2, needs model.padding: tf-same), a path to a
-    # .tflite or a state_dict, or null (random init).
+    # (mobilenetv2: the shared quantised TFLite model, needs model.padding: tf-same), a .tflite
+    # or state_dict file, or null (random init).
     imagenet_weights: str | None = None
     # RGB only: 1 = train the whole trunk; k > 1 = keep stages 1..k-1 frozen and train
     # stages k.. on cached frozen features (train/frozen_prefix.py).

@@ -134,7 +134,7 @@ def cache_key(model: RGBBranch, bank_paths: list[Path], size, start: int, augmen
         h.update(k.encode())
         h.update(prefix[k].detach().float().numpy().tobytes())
     h.update(json.dumps([[str(p) for p in bank_paths], list(size), start, augment.__dict__, seed,
-                         list(model.config.mc_levels)], sort_keys=True).encode())
+                         list(model.config.mc_levels), model.config.padding], sort_keys=True).encode())
     return h.hexdigest()[:20]
 
 
