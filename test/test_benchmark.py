@@ -89,7 +89,7 @@ def test_cli_writes_table_json_and_plot(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--sequence-lengths", "1,5"], "sequence matcher, which is not wired"),
+    (["--sequence-lengths", "0,5"], "distinct integers >= 1"),
     (["--sequence-lengths", "1,x"], "comma-separated integers"),
     (["--models", "imagenet-nothing"], "neither a checkpoint file nor a baseline"),
     (["--batch-size", "0"], "--batch-size must be >= 1"),
@@ -99,3 +99,21 @@ def test_bad_options_give_one_line_errors(tmp_path, capsys, args, message):
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "b.md").exists()
+
+
+def test_sequence_lengths_use_the_nodes_matcher_on_traversals_only(shared, tmp_path):
+    """L > 1 rows exist only for sequential sets and equal the core matcher's ranking."""
+    from structvpr_core.retrieval.sequence import SequenceConfig, normalization_for, sequence_recall
+
+    report = run_benchmark(["raw-pixel"], SMALL_SETS, sequence_lengths=(1, 5), data_root=shared / "data",
+                           cache_dir=tmp_path, log=lambda _: None)
+    rows = {(r["set"], r["sequence_length"]): r for r in report["results"]}
+    assert set(rows) == {("gardenspoint viewpoint", 1), ("gardenspoint viewpoint", 5), ("grief seasons", 1)}
+    ps = SMALL_SETS[0].load(shared / "data")[0]
+    enc = load_encoder("raw-pixel")
+    from structvpr_core.runtime.encoder import encode_paths
+
+    q, db = encode_paths(enc, ps.queries), encode_paths(enc, ps.database)
+    expected = sequence_recall(q, db, ps.positives, lengths=(5,), ns=(1, 5, 10),
+                               config=SequenceConfig(normalization=normalization_for("raw-pixel")))[5]
+    assert rows[("gardenspoint viewpoint", 5)]["soft"]["recall@1"] == pytest.approx(expected[1])
