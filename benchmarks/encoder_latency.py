@@ -45,7 +45,7 @@ from structvpr_core.models.checkpoint import load_checkpoint
 from structvpr_core.paths import shared_dir
 from structvpr_core.runtime.inference import OnnxRunner, cpu_supports_bf16, export_onnx, onnx_session, onnxruntime_installed
 from structvpr_core.runtime.network import NetworkEncoder
-from structvpr_core.runtime.preprocess import to_input_tensor
+from structvpr_core.runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD, to_input_tensor
 from structvpr_core.runtime.threads import set_compute_threads
 
 STUDENT = "training/checkpoints/nordland64_gpd_phi_seed0_fp16.pt"
@@ -84,9 +84,13 @@ class Int8Encoder:
     def __init__(self, model, name, size, calibration: list[np.ndarray]):
         from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
+        # the trunk's input normalisation, as NetworkEncoder feeds it
+        normalisation = (getattr(model, "input_mean", IMAGENET_MEAN), getattr(model, "input_std", IMAGENET_STD))
+
         class Frames(CalibrationDataReader):
             def __init__(self):
-                self.batches = iter([{"image": to_input_tensor([f], size).contiguous().numpy()} for f in calibration])
+                self.batches = iter([{"image": to_input_tensor([f], size, *normalisation).contiguous().numpy()}
+                                     for f in calibration])
 
             def get_next(self):
                 return next(self.batches, None)
@@ -97,11 +101,11 @@ class Int8Encoder:
             quantize_static(str(fp32), str(int8), Frames(), quant_format=QuantFormat.QDQ, per_channel=True,
                             weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)
             self._run = OnnxRunner(int8.read_bytes())
-        self.device, self.input_size, self.name = torch.device("cpu"), size, name
+        self.device, self.input_size, self.name, self.normalisation = torch.device("cpu"), size, name, normalisation
         self.dim = int(self._run(torch.zeros(1, 3, size[1], size[0])).shape[1])
 
     def encode(self, images):
-        return self._run(to_input_tensor(images, self.input_size))
+        return self._run(to_input_tensor(images, self.input_size, *self.normalisation))
 
 
 def available(path: str) -> str | None:

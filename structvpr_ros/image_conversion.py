@@ -5,7 +5,13 @@ with the message fields (duck typing): rclpy messages (``data`` is ``array.array
 ``bytes``) and rosbags dataclasses (``data`` is a uint8 numpy array).
 
 Bad input raises ``ImageConversionError`` (a ``ValueError``) naming the problem, so the
-node can count and skip the frame; a wrong picture is never returned silently.
+node can count and skip the frame: wrong sizes, encodings and byte counts, images above
+``max_pixels`` (compressed ones checked from their header, before decoding), truncated
+JPEGs and any damaged PNG (libpng checks every chunk's CRC). A JPEG damaged inside its
+entropy-coded data can still decode to a wrong picture: JPEG has no checksum, and
+libjpeg notices only some damage (benchmarks/corrupt_images.py, 100 trials each on a
+CamVid frame: 64 zeroed bytes mid-file gave 39 visibly wrong decodes without even a
+warning, one flipped bit 14), so that cannot be detected reliably.
 
 The inverse, ``rgb_to_image_fields``, builds Image fields from an RGB array for tests
 and the bag writer.
@@ -44,14 +50,18 @@ _RAW_ENCODINGS: dict[str, tuple[int, int | None]] = {
     "bayer_bggr8": (1, cv2.COLOR_BayerRG2RGB),
     "bayer_gbrg8": (1, cv2.COLOR_BayerGR2RGB),
     "bayer_grbg8": (1, cv2.COLOR_BayerGB2RGB),
+    "bayer_rggb16": (2, cv2.COLOR_BayerBG2RGB),
+    "bayer_bggr16": (2, cv2.COLOR_BayerRG2RGB),
+    "bayer_gbrg16": (2, cv2.COLOR_BayerGR2RGB),
+    "bayer_grbg16": (2, cv2.COLOR_BayerGB2RGB),
 }
 SUPPORTED_ENCODINGS = tuple(_RAW_ENCODINGS)
 _DEPTH_ENCODINGS = ("16UC1", "32FC1")
 # Whole-pixel layouts that can be resized before their colour conversion (not Bayer / 4:2:2).
 _RESIZABLE_ENCODINGS = ("rgb8", "bgr8", "8UC3", "rgba8", "bgra8", "mono8", "8UC1", "mono16")
-# JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic); not DHT C4 / JPG C8 / DAC CC.
-_JPEG_SOF_MARKERS = frozenset((0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF))
 _YUV422_ENCODINGS = ("yuv422", "uyvy", "yuv422_yuy2", "yuyv")
+# one 16-bit value per pixel, byte order from is_bigendian; Bayer demosaiced at full depth, then the high byte kept
+_SIXTEEN_BIT_ENCODINGS = ("mono16", "bayer_rggb16", "bayer_bggr16", "bayer_gbrg16", "bayer_grbg16")
 
 # Position of R, G, B in the 2x2 Bayer tile, in ROS order (row-major: (0,0) (0,1) (1,0) (1,1)).
 _BAYER_TILES = {
@@ -59,27 +69,32 @@ _BAYER_TILES = {
     "bayer_bggr8": "BGGR",
     "bayer_gbrg8": "GBRG",
     "bayer_grbg8": "GRBG",
+    "bayer_rggb16": "RGGB",
+    "bayer_bggr16": "BGGR",
+    "bayer_gbrg16": "GBRG",
+    "bayer_grbg16": "GRBG",
 }
 
 
-def message_to_rgb(msg, shrink_to: tuple[int, int] | None = None) -> np.ndarray:
+def message_to_rgb(msg, max_pixels: int | None = None, shrink_to: tuple[int, int] | None = None) -> np.ndarray:
     """Image or CompressedImage (told apart by the ``format`` field) -> RGB uint8 (H, W, 3).
 
+    ``max_pixels``: refuse larger images (a compressed one from its header, before decoding).
     ``shrink_to`` (W, H): the caller needs no more pixels than this (a network input), so
     work at reduced size: a JPEG is decoded at 1/2, 1/4 or 1/8 scale by libjpeg while it
     stays at least that big, and 8-bit colour / mono images are resized to exactly that
     size before their colour conversion. None: full resolution (ORB features need it).
     """
     if hasattr(msg, "format"):
-        return compressed_to_rgb(msg, shrink_to)
+        return compressed_to_rgb(msg, max_pixels, shrink_to)
     if hasattr(msg, "encoding"):
-        return image_to_rgb(msg, shrink_to)
+        return image_to_rgb(msg, max_pixels, shrink_to)
     raise ImageConversionError(
         f"{type(msg).__name__} is neither a sensor_msgs/Image nor a sensor_msgs/CompressedImage"
     )
 
 
-def image_to_rgb(msg, shrink_to: tuple[int, int] | None = None) -> np.ndarray:
+def image_to_rgb(msg, max_pixels: int | None = None, shrink_to: tuple[int, int] | None = None) -> np.ndarray:
     """sensor_msgs/Image -> RGB uint8 (H, W, 3), a fresh writable C-contiguous array (see ``message_to_rgb``)."""
     encoding = msg.encoding
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
@@ -94,6 +109,7 @@ def image_to_rgb(msg, shrink_to: tuple[int, int] | None = None) -> np.ndarray:
     bytes_per_pixel, to_rgb = _RAW_ENCODINGS[encoding]
     if height <= 0 or width <= 0:
         raise ImageConversionError(f"{encoding} image has zero size ({width}x{height})")
+    _check_pixel_count(width, height, max_pixels, encoding)
     if encoding in _YUV422_ENCODINGS and width % 2:
         raise ImageConversionError(f"{encoding} image has odd width {width}: 4:2:2 pixels come in pairs")
     if encoding in _BAYER_TILES and (width < 3 or height < 3):
@@ -112,10 +128,12 @@ def image_to_rgb(msg, shrink_to: tuple[int, int] | None = None) -> np.ndarray:
 
     # One (H, W, bytes_per_pixel) view over the buffer that skips any row padding; no copy yet.
     pixels = data.reshape(height, step)[:, :row_bytes].reshape(height, width, bytes_per_pixel)
-    if encoding == "mono16":
+    if encoding in _SIXTEEN_BIT_ENCODINGS:
         byte_order = ">" if msg.is_bigendian else "<"
-        mono16 = pixels.view(np.dtype(f"{byte_order}u2"))[:, :, 0]
-        pixels = (mono16 >> 8).astype(np.uint8)
+        native = pixels.view(np.dtype(f"{byte_order}u2"))[:, :, 0].astype(np.uint16)  # OpenCV wants native order
+        if encoding not in _RESIZABLE_ENCODINGS:  # 16-bit Bayer: demosaic at full depth
+            return (cv2.cvtColor(native, to_rgb) >> 8).astype(np.uint8)
+        pixels = (native >> 8).astype(np.uint8)  # mono16: its high byte, then as mono8
     elif bytes_per_pixel == 1:
         pixels = pixels[:, :, 0]
     if shrink_to is not None and encoding in _RESIZABLE_ENCODINGS and width * height > shrink_to[0] * shrink_to[1]:
@@ -126,12 +144,13 @@ def image_to_rgb(msg, shrink_to: tuple[int, int] | None = None) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(pixels), to_rgb)
 
 
-def compressed_to_rgb(msg, shrink_to: tuple[int, int] | None = None) -> np.ndarray:
+def compressed_to_rgb(msg, max_pixels: int | None = None, shrink_to: tuple[int, int] | None = None) -> np.ndarray:
     """sensor_msgs/CompressedImage (JPEG/PNG, image_transport style format) -> RGB uint8 (H, W, 3).
 
     ``format`` is "jpeg", "png" or image_transport's "<encoding>; <codec> compressed
     <compressed encoding>". The codec itself is recognised from the bytes; the format
     string decides the channel order (image_transport stores colour as bgr8).
+    ``max_pixels`` is checked from the header, before anything is decoded.
     """
     fmt = str(msg.format)
     if "compresseddepth" in fmt.lower():
@@ -139,11 +158,16 @@ def compressed_to_rgb(msg, shrink_to: tuple[int, int] | None = None) -> np.ndarr
     data = _data_as_uint8(msg.data)
     if data.size == 0:
         raise ImageConversionError(f"CompressedImage (format {fmt!r}) has no data")
-    bgr = cv2.imdecode(data, _reduced_decode_flag(data, shrink_to))
+    undecodable = ImageConversionError(
+        f"CompressedImage (format {fmt!r}, {data.size} bytes) could not be decoded: corrupt or not JPEG/PNG")
+    head = data[:_HEADER_SEARCH_BYTES].tobytes()
+    size = compressed_image_size(head)
+    if size is None:
+        raise undecodable
+    _check_pixel_count(*size, max_pixels, f"CompressedImage (format {fmt!r})")  # before any decoding
+    bgr = cv2.imdecode(data, _reduced_decode_flag(head, size, shrink_to))
     if bgr is None:
-        raise ImageConversionError(
-            f"CompressedImage (format {fmt!r}, {data.size} bytes) could not be decoded: corrupt or not JPEG/PNG"
-        )
+        raise undecodable
     # A producer that compressed an rgb8 buffer as is says so after "compressed"; the
     # decoder then hands back RGB where it thinks it returns BGR.
     compressed_encoding = fmt.partition("compressed")[2].strip()
@@ -152,10 +176,12 @@ def compressed_to_rgb(msg, shrink_to: tuple[int, int] | None = None) -> np.ndarr
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def _reduced_decode_flag(data: np.ndarray, shrink_to: tuple[int, int] | None) -> int:
-    """IMREAD_REDUCED_COLOR_{8,4,2}: the largest JPEG DCT scaling that stays >= ``shrink_to``."""
-    size = _jpeg_size(data) if shrink_to is not None else None
-    if size is not None:
+def _reduced_decode_flag(head: bytes, size: tuple[int, int], shrink_to: tuple[int, int] | None) -> int:
+    """IMREAD_REDUCED_COLOR_{8,4,2}: the largest JPEG DCT scaling of ``size`` that stays >= ``shrink_to``.
+
+    PNG has no reduced decode (OpenCV would decode it in full, then resize): full colour.
+    """
+    if shrink_to is not None and head.startswith(b"\xff\xd8"):
         for factor, flag in ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4),
                              (2, cv2.IMREAD_REDUCED_COLOR_2)):
             if -(-size[0] // factor) >= shrink_to[0] and -(-size[1] // factor) >= shrink_to[1]:
@@ -163,25 +189,47 @@ def _reduced_decode_flag(data: np.ndarray, shrink_to: tuple[int, int] | None) ->
     return cv2.IMREAD_COLOR
 
 
-def _jpeg_size(data: np.ndarray) -> tuple[int, int] | None:
-    """(width, height) from a JPEG's start-of-frame header; None if not a well-formed JPEG header."""
-    head = data[:65536].tobytes()  # SOF comes after the APP/DQT/DHT segments, well within this
-    if head[:2] != b"\xff\xd8":
+# JPEG metadata (EXIF, ICC profile, thumbnails) may precede the frame header; 1 MB is plenty
+_HEADER_SEARCH_BYTES = 1 << 20
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# JPEG start-of-frame markers (they carry the size): C0..CF except DHT (C4), JPG (C8), DAC (CC)
+_JPEG_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+# markers without a length field: TEM and RST0..7 (SOI/EOI end or start the walk)
+_JPEG_STANDALONE_MARKERS = frozenset([0x01, *range(0xD0, 0xD8)])
+
+
+def compressed_image_size(head: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG's IHDR or a JPEG's start-of-frame header; None if ``head``
+    is neither (or is cut before the size)."""
+    if head.startswith(_PNG_SIGNATURE) and head[12:16] == b"IHDR" and len(head) >= 24:
+        return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    if not head.startswith(b"\xff\xd8"):
         return None
-    i = 2
-    while i + 9 <= len(head):
-        if head[i] != 0xFF:
-            return None
-        marker = head[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
+    pos = 2
+    while pos + 4 <= len(head):
+        if head[pos] != 0xFF:
+            return None  # every segment starts with a marker: the header is damaged
+        marker = head[pos + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            pos += 1
             continue
-        length = int.from_bytes(head[i + 2 : i + 4], "big")
+        if marker in _JPEG_STANDALONE_MARKERS:
+            pos += 2
+            continue
         if marker in _JPEG_SOF_MARKERS:
-            height, width = int.from_bytes(head[i + 5 : i + 7], "big"), int.from_bytes(head[i + 7 : i + 9], "big")
-            return (width, height) if width and height else None
-        i += 2 + length
+            if pos + 9 > len(head):
+                return None
+            return int.from_bytes(head[pos + 7:pos + 9], "big"), int.from_bytes(head[pos + 5:pos + 7], "big")
+        if marker in (0xD9, 0xDA):  # end of image / start of scan before any frame header
+            return None
+        pos += 2 + int.from_bytes(head[pos + 2:pos + 4], "big")
     return None
+
+
+def _check_pixel_count(width: int, height: int, max_pixels: int | None, what: str) -> None:
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageConversionError(
+            f"{what} is {width}x{height} = {width * height} pixels, more than max_pixels = {max_pixels}")
 
 
 def rgb_to_image_fields(
@@ -191,7 +239,8 @@ def rgb_to_image_fields(
 
     ``data`` is ``bytes`` (assign it to an rclpy message as is; wrap it with
     ``np.frombuffer`` for rosbags). ``row_padding`` appends that many zero bytes to each
-    row, as drivers with aligned rows do. ``is_bigendian`` matters for mono16 only.
+    row, as drivers with aligned rows do. ``is_bigendian`` matters for 16-bit encodings only
+    (their values are the 8-bit ones x 257, so the high byte reads back exactly).
     Lossy encodings: mono* (luma), yuv422 variants (chroma shared by pixel pairs), bayer
     (one colour per pixel).
     """
@@ -213,7 +262,7 @@ def rgb_to_image_fields(
         "height": height,
         "width": width,
         "encoding": encoding,
-        "is_bigendian": bool(is_bigendian) and encoding == "mono16",
+        "is_bigendian": bool(is_bigendian) and encoding in _SIXTEEN_BIT_ENCODINGS,
         "step": rows.shape[1],
         "data": np.ascontiguousarray(rows).tobytes(),
     }
@@ -231,10 +280,10 @@ def _encode_pixels(rgb: np.ndarray, encoding: str, is_bigendian: bool) -> np.nda
         return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGRA)
     if encoding in ("mono8", "8UC1"):
         return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-    if encoding == "mono16":
+    if encoding in _SIXTEEN_BIT_ENCODINGS:
         # x * 257 spreads 0..255 over 0..65535, and (x * 257) >> 8 == x reads it back exactly.
-        mono16 = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.uint16) * 257
-        return mono16.astype(np.dtype(">u2" if is_bigendian else "<u2")).view(np.uint8)
+        eight_bit = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if encoding == "mono16" else _mosaic(rgb, _BAYER_TILES[encoding])
+        return (eight_bit.astype(np.uint16) * 257).astype(np.dtype(">u2" if is_bigendian else "<u2")).view(np.uint8)
     if encoding in ("yuv422", "uyvy"):
         return _rgb_to_yuv422(rgb, cv2.COLOR_RGB2YUV_UYVY)
     if encoding in ("yuv422_yuy2", "yuyv"):

@@ -59,3 +59,24 @@ def test_preprocessing_matches_imagenet_constants_written_out():
     block[0, 1] = block[1, 0] = block[1, 1] = (255, 0, 0)
     red = to_input_tensor([block], (1, 1))[0, 0, 0, 0].item()
     assert abs(red - (191.25 / 255 - 0.485) / 0.229) < 0.02  # OpenCV rounds the average to uint8 (191)
+
+
+def test_lite0_trunk_is_fed_its_own_normalisation(shared):
+    # EfficientNet-Lite0 reads (x - 127) / 128, not ImageNet's: written out for one pixel
+    lite0 = ((127 / 255,) * 3, (128 / 255,) * 3)
+    pixel = np.array([[[255, 0, 128]]], np.uint8)
+    assert np.allclose(to_input_tensor([pixel], (1, 1), *lite0).ravel().numpy(), [1.0, -127 / 128, 1 / 128], atol=1e-6)
+    import torch
+
+    from structvpr_core.runtime.network import NetworkEncoder
+
+    torch.manual_seed(0)
+    model = RGBBranch(ModelConfig("rgb", (64, 32), trunk="efficientnet-lite0")).eval()
+    assert np.allclose([model.input_mean, model.input_std], lite0)
+    img = [_nordland(shared, "summer", 30000)]
+    with torch.no_grad():
+        own = model(to_input_tensor(img, (64, 32), *lite0)).numpy()
+        imagenet = model(to_input_tensor(img, (64, 32))).numpy()
+    got = NetworkEncoder(model, "lite0", "cpu", runtime="torch", precision="fp32").encode(img)
+    assert np.allclose(got, own / np.linalg.norm(own), atol=1e-5)
+    assert not np.allclose(got, imagenet / np.linalg.norm(imagenet), atol=1e-3)

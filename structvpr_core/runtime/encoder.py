@@ -11,9 +11,15 @@ from typing import Protocol, Sequence
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
-BASELINES = ("raw-pixel", "random-mobilenetv2")
+from structvpr_core.progress import progress
+
+# Off-the-shelf ImageNet EfficientNet-Lite0, no VPR training: "imagenet-lite0" max-pools the
+# last feature map (the 1280-channel head; the reference the trained students must beat),
+# "imagenet-lite0-mc" applies StructVPR's MC head to stages 3-5 (472-d).
+IMAGENET_LITE0_LEVELS = {"imagenet-lite0": (6,), "imagenet-lite0-mc": (3, 4, 5)}
+BASELINES = ("raw-pixel", "random-mobilenetv2", "imagenet-mobilenetv2", *IMAGENET_LITE0_LEVELS)
+DEFAULT_BASELINE_SIZE = (640, 480)
 
 
 class Encoder(Protocol):
@@ -48,8 +54,10 @@ class RawPixelEncoder:
 
 def load_encoder(spec: str, device: str = "auto", input_size: tuple[int, int] | None = None, seed: int = 0,
                  runtime: str = "auto", precision: str = "auto") -> Encoder:
-    """``spec`` = a checkpoint path, or a baseline name: raw-pixel | random-mobilenetv2.
+    """``spec`` = a checkpoint path, or a baseline name (``BASELINES``).
 
+    imagenet-mobilenetv2: the paper's MC student (MobileNetV2, 448-d) with the ImageNet weights
+    of the shared coral TFLite model, untrained for places.
     ``runtime`` / ``precision``: the network's inference path (structvpr_core.runtime.inference).
     """
     if spec == "raw-pixel":
@@ -60,11 +68,19 @@ def load_encoder(spec: str, device: str = "auto", input_size: tuple[int, int] | 
     from structvpr_core.models.checkpoint import load_checkpoint
     from structvpr_core.runtime.network import NetworkEncoder
 
+    size = tuple(input_size or DEFAULT_BASELINE_SIZE)
     if spec == "random-mobilenetv2":
         torch.manual_seed(seed)  # the baseline must be the same network every run
-        size = tuple(input_size or (640, 480))
         model, name = RGBBranch(ModelConfig("rgb", size)), f"random-mobilenetv2-seed{seed}"
         return NetworkEncoder(model, name, device, size, runtime, precision)
+    if spec == "imagenet-mobilenetv2":
+        model = RGBBranch(ModelConfig("rgb", size, padding="tf-same"))
+        model.load_imagenet("coral")
+        return NetworkEncoder(model, "imagenet-mobilenetv2-coral", device, size, runtime, precision)
+    if spec in IMAGENET_LITE0_LEVELS:
+        model = RGBBranch(ModelConfig("rgb", size, mc_levels=IMAGENET_LITE0_LEVELS[spec], trunk="efficientnet-lite0"))
+        model.load_imagenet()
+        return NetworkEncoder(model, spec, device, size, runtime, precision)
     path = Path(spec)
     if not path.exists():
         raise FileNotFoundError(f"model '{spec}' is neither a checkpoint file nor a baseline {list(BASELINES)}")
@@ -77,7 +93,7 @@ def encode_paths(encoder: Encoder, paths: Sequence[Path], batch_size: int = 32, 
     from structvpr_core.data.images import read_rgb  # dataset helper (clear errors for unreadable files)
 
     out = np.empty((len(paths), encoder.dim), np.float32)
-    for start in tqdm(range(0, len(paths), batch_size), desc=desc, unit="batch", leave=False):
+    for start in progress(range(0, len(paths), batch_size), desc=desc, unit="batch", leave=False):
         chunk = paths[start : start + batch_size]
         out[start : start + len(chunk)] = encoder.encode([read_rgb(p) for p in chunk])
     return out

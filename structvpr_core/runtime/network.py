@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from structvpr_core.runtime.inference import choose_path, make_runner
-from structvpr_core.runtime.preprocess import to_input_tensor
+from structvpr_core.runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD, to_input_tensor
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -35,6 +35,9 @@ class NetworkEncoder:
             raise ValueError(f"{name}: give input_size, the module does not name its own")
         self.input_size = tuple(input_size or model.config.input_size)
         self.name = name
+        # the trunk's input normalisation (Lite0: (x - 127) / 128); ImageNet's for other modules
+        self.input_mean = getattr(model, "input_mean", IMAGENET_MEAN)
+        self.input_std = getattr(model, "input_std", IMAGENET_STD)
         self.path = choose_path(self.device, runtime, precision)
         self._run = make_runner(model, self.path, self.device, self.input_size)
         # One warm-up pass: the first call builds kernels (~10x a normal call; the node's first
@@ -45,5 +48,5 @@ class NetworkEncoder:
     def encode(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """float32 (N, dim), L2-normalised here in fp32: a bf16 / fp16 network's own
         normalisation leaves norms ~0.998, which the index rightly rejects."""
-        out = self._run(to_input_tensor(images, self.input_size))
+        out = self._run(to_input_tensor(images, self.input_size, self.input_mean, self.input_std))
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
