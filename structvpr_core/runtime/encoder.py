@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from structvpr_core.models.checkpoint import load_checkpoint
+from structvpr_core.models.shipped import find_checkpoint
 from structvpr_core.models.branches import ModelConfig, RGBBranch
 from structvpr_core.progress import progress
 
@@ -123,8 +124,8 @@ def load_encoder(spec: str, device: str = "auto", input_size: tuple[int, int] | 
         model = RGBBranch(ModelConfig("rgb", size, mc_levels=IMAGENET_LITE0_LEVELS[spec], trunk="efficientnet-lite0"))
         model.load_imagenet()
         return TorchEncoder(model, spec, device, size)
-    path = Path(spec)
-    if not path.exists():
+    path = find_checkpoint(spec)
+    if path is None:
         raise FileNotFoundError(f"model '{spec}' is neither a checkpoint file nor a baseline {list(BASELINES)}")
     model, payload = load_checkpoint(path, expect_branch="rgb")
     return TorchEncoder(model, path.stem, device, input_size)
