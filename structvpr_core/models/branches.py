@@ -21,6 +21,7 @@ import torchvision
 from torchvision.models.mobilenetv2 import InvertedResidual
 
 from structvpr_core.config import ConfigError
+from structvpr_core.models.label_config import LabelFeatureConfig
 from structvpr_core.segmentation.slme import SLMEConfig
 
 # MobileNetV2 ``features`` indices at which the spatial resolution halves:
@@ -42,6 +43,8 @@ class ModelConfig:
     # seg branch only: how label maps are encoded (fixes in_channels)
     slme: SLMEConfig | None = None
     mc_levels: tuple[int, ...] = (3, 4, 5)
+    # StructVPR++ (models/label_features.py): label-level features appended to the global one.
+    label_features: LabelFeatureConfig | None = None
 
     def __post_init__(self):
         if self.branch == "seg" and self.slme is None:
@@ -52,6 +55,10 @@ class ModelConfig:
             raise ConfigError(f"input_size {self.input_size} too small: the trunk downsamples by 32")
         if not self.mc_levels or any(lvl not in (1, 2, 3, 4, 5) for lvl in self.mc_levels):
             raise ConfigError(f"mc_levels must be stage numbers in 1..5, got {self.mc_levels}")
+        lf = self.label_features
+        if self.branch == "seg" and lf is not None and lf.num_labels != self.slme.num_channels:
+            raise ConfigError(f"label_features.num_labels ({lf.num_labels}) must equal the SLME channels "
+                              f"({self.slme.num_channels}): each label is one SLME channel")
 
     @property
     def in_channels(self) -> int:
@@ -60,7 +67,8 @@ class ModelConfig:
     @property
     def dim(self) -> int:
         chans = MOBILENETV2_STAGE_CHANNELS if self.branch == "rgb" else [c for c, _, _ in MOBILENET_L_STAGES]
-        return sum(chans[lvl - 1] for lvl in self.mc_levels)
+        label_dim = self.label_features.dim if self.label_features is not None else 0
+        return sum(chans[lvl - 1] for lvl in self.mc_levels) + label_dim
 
 
 class MCHead(nn.Module):
@@ -148,7 +156,11 @@ class Transform(nn.Linear):
         super().__init__(student_dim, teacher_dim)
 
 
-def build_model(config: ModelConfig) -> RGBBranch | SegBranch:
+def build_model(config: ModelConfig) -> nn.Module:
+    if config.label_features is not None:
+        from structvpr_core.models.label_features import LabelAwareModel  # imports this module
+
+        return LabelAwareModel(config)
     return RGBBranch(config) if config.branch == "rgb" else SegBranch(config)
 
 

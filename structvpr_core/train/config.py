@@ -14,6 +14,7 @@ from typing import Literal
 
 from structvpr_core.config import ConfigError, from_dict, load_yaml
 from structvpr_core.models.branches import ModelConfig
+from structvpr_core.train.plusplus import PlusPlusConfig
 
 STEPS = ("stage1-rgb", "stage1-seg", "partition", "stage2")
 
@@ -122,6 +123,8 @@ class Stage2Config:
     # no significant difference between the two).
     student_init: Literal["fresh", "stage1"] = "fresh"
     imagenet_weights: str | None = None
+    # StructVPR++ student (label head + label-level KD); null = StructVPR. See train/plusplus.py.
+    plusplus: PlusPlusConfig | None = None
 
     def __post_init__(self):
         if not self.name or "/" in self.name:
@@ -147,6 +150,9 @@ class ExperimentConfig:
             raise ConfigError("stage1_rgb.model.branch must be 'rgb'")
         if self.stage1_seg is not None and self.stage1_seg.model.branch != "seg":
             raise ConfigError("stage1_seg.model.branch must be 'seg'")
+        if (self.stage2 is not None and self.stage2.plusplus is not None and self.stage1_seg is not None
+                and self.stage1_seg.model.label_features is None):
+            raise ConfigError("stage2.plusplus distils label features: stage1_seg.model.label_features must be set")
 
     def out(self) -> Path:
         return Path(self.out_dir.format(seed=self.seed))

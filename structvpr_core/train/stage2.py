@@ -23,6 +23,7 @@ from structvpr_core.train.config import ExperimentConfig
 from structvpr_core.train.data import TripletMiner, load_split, make_banks
 from structvpr_core.train.evaluation import encode_bank, split_recalls
 from structvpr_core.train.loop import BEST_FILE, Fit, TripletEpoch, make_optim, run_key, seed_everything, steps_per_epoch
+from structvpr_core.train.plusplus import prepare_stage2
 from structvpr_core.train.partition import TABLE_FILE, group_ratios, read_table, weight_fn
 from structvpr_core.train.stage1 import step_dir
 
@@ -41,6 +42,13 @@ class Distiller(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xd = self.student(x)
         return torch.cat([xd, self.transform(xd)], dim=1)
+
+
+def weighted_kd_loss(phi: torch.Tensor, targets, outputs, dim: int) -> torch.Tensor:
+    """Eq. 6's distillation term: batch mean of phi * sum_{I in q,p,n} ||target(I) - output(I)[dim:]||^2
+    (``outputs`` = the distiller's, whose first ``dim`` columns are the deployed descriptor)."""
+    sq = sum(((t - e[:, dim:]) ** 2).sum(dim=1) for t, e in zip(targets, outputs))
+    return (phi * sq).mean()
 
 
 def run_stage2(cfg: ExperimentConfig, resume: bool = False) -> dict:
@@ -71,8 +79,11 @@ def run_stage2(cfg: ExperimentConfig, resume: bool = False) -> dict:
             student = RGBBranch(cfg.stage1_rgb.model)
             if stage.imagenet_weights is not None:
                 student.load_imagenet(stage.imagenet_weights)
-        distiller = Distiller(student, Transform(student.dim, teacher.dim)).to(
-            ctx.device, memory_format=torch.channels_last)
+        if stage.plusplus is None:
+            distiller = Distiller(student, Transform(student.dim, teacher.dim))
+        else:  # StructVPR++: label head on the student, label-level targets (train/plusplus.py)
+            student, distiller, t_q, t_db = prepare_stage2(student, teacher, stage.plusplus, t_q, t_db)
+        distiller = distiller.to(ctx.device, memory_format=torch.channels_last)
 
         kd = stage.kd
         phi, clipped = weight_fn(table["x"], table["y"], cfg.partition.nt, cfg.partition.nm,
@@ -96,8 +107,7 @@ def run_stage2(cfg: ExperimentConfig, resume: bool = False) -> dict:
             vpr = triplet_loss(eq[:, :dim], ep[:, :dim], en[:, :dim], margin)
             w = phi_by_query[torch.from_numpy(q).to(ctx.device)]
             targets = (t_q[q], t_db[p], t_db[n])
-            sq = sum(((t - e[:, dim:]) ** 2).sum(dim=1) for t, e in zip(targets, (eq, ep, en)))
-            kd_loss = (w * sq).mean()
+            kd_loss = weighted_kd_loss(w, targets, (eq, ep, en), dim)
             return vpr + kd_loss, {"triplet": vpr.item(), "kd": kd_loss.item()}
 
         epoch = TripletEpoch(ctx, ctx.wrap(distiller), student, rgb_train, TripletMiner(train, stage.mining),
