@@ -25,6 +25,7 @@ from structvpr_core.train.partition import run_partition
 from structvpr_core.train.plusplus import PlusPlusConfig, kd_targets, label_aware_student
 from structvpr_core.train.stage1 import run_stage1
 from structvpr_core.train.stage2 import run_stage2, stage2_dir, weighted_kd_loss
+from test_train_smoke import CONFIG as SMOKE_CONFIG
 
 LABELS = LabelFeatureConfig(num_labels=6, label_dim=16)
 SEG = ModelConfig("seg", (64, 32), SLMEConfig(label_set="cityscapes"), label_features=LABELS)
@@ -135,30 +136,20 @@ def test_student_checkpoint_goes_through_encoder_and_map_database(tmp_path, shar
     assert len(MapDatabase.load(tmp_path / "map", expect_model=db.model)) == 1
 
 
-N_TRAIN, N_VAL = 24, 4  # >= 21 places: negatives lie beyond +-10 files
-CONFIG = """
-out_dir: {out}
-seed: 0
-device: cpu
-data: {{root: {root}, labels: {labels}, train_places: {n_train}, val_places: {n_val}}}
-stage1_rgb:
-  model: {{branch: rgb, input_size: [64, 32]}}
-  optim: {{epochs: 1, batch_size: 12}}
-  mining: {{pool_size: 4}}
+N_TRAIN, N_VAL = 24, 8  # train >= 21 places (negatives lie beyond +-10 files), val > 5 (R@5)
+# test_train_smoke's pipeline config, with the StructVPR++ switches on (phi = 1: every pair is distilled)
+PLUSPLUS = """
+extends: base.yaml
+stage1_rgb: {optim: {batch_size: 12}}
 stage1_seg:
-  model: {{branch: seg, input_size: [64, 32], slme: {{label_set: cityscapes}},
-           label_features: {{num_labels: 6, label_dim: 8}}}}
-  optim: {{epochs: 1, batch_size: 12}}
-  mining: {{pool_size: 4}}
-partition: {{nt: 3, nm: 6}}
+  model: {label_features: {num_labels: 6, label_dim: 8}}
+  optim: {batch_size: 12}
 stage2:
   name: plusplus
-  kd: {{weights: all}}
+  kd: {weights: all}
   student_init: stage1
-  plusplus: {{label_weight: 1.0, student_hidden: 32}}
-  optim: {{epochs: 1, batch_size: 12, lr: 1.0e-4}}
-  mining: {{pool_size: 4}}
-eval_batch_size: 32
+  plusplus: {label_weight: 1.0, student_hidden: 32}
+  optim: {batch_size: 12}
 """
 
 
@@ -179,10 +170,10 @@ def test_plusplus_stage1_and_stage2_on_real_frames(tmp_path, shared):
                 present |= set(np.unique(labels).tolist())
                 cv2.imwrite(str(tmp_path / "labels" / season / f"images-{frame:05d}.png"), labels)
     assert {BUILDING, SKY} <= present  # the teacher has real labels to pool
-    cfg_path = tmp_path / "c.yaml"
-    cfg_path.write_text(CONFIG.format(out=tmp_path / "run", root=root, labels=tmp_path / "labels",
-                                      n_train=N_TRAIN, n_val=N_VAL))
-    cfg = load_experiment(cfg_path)
+    (tmp_path / "base.yaml").write_text(SMOKE_CONFIG.format(out=tmp_path / "run", root=root, labels=tmp_path / "labels",
+                                                            n_train=N_TRAIN, n_val=N_VAL))
+    (tmp_path / "plusplus.yaml").write_text(PLUSPLUS)
+    cfg = load_experiment(tmp_path / "plusplus.yaml")
 
     run_stage1(cfg, "rgb")
     run_stage1(cfg, "seg")
