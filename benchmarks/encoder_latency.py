@@ -19,12 +19,12 @@ from pathlib import Path
 
 import torch
 import torchvision
-from tqdm import tqdm
 
 from structvpr_core.cli import parse_size
 from structvpr_core.runtime.encoder import pick_device
 from structvpr_core.io_utils import atomic_write_text
 from structvpr_core.models.branches import ModelConfig, RGBBranch
+from structvpr_core.progress import progress
 
 
 def trunks(size):
@@ -68,7 +68,7 @@ def main():
     # machine hit all variants alike and the ratios stay meaningful.
     times = {(n, lay): [] for n, lay, _, _ in variants}
     with torch.inference_mode():
-        for r in tqdm(range(args.warmup + args.iters), desc="rounds"):
+        for r in progress(range(args.warmup + args.iters), desc="rounds"):
             for name, layout, m, x in variants:
                 t = run_once(m, x, device)
                 if r >= args.warmup:

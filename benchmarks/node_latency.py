@@ -56,18 +56,12 @@ from types import SimpleNamespace
 
 import cv2
 import numpy as np
-import rclpy
 import torch
-from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.context import Context
-from rclpy.executors import SingleThreadedExecutor
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import Image
-from structvpr_msgs.msg import LoopClosure
-from tqdm import tqdm
 
 from structvpr_core.config import ConfigError
+from structvpr_core.data import sequence
 from structvpr_core.runtime.encoder import load_encoder
 from structvpr_core.data.images import read_rgb
 from structvpr_core.io_utils import atomic_write, atomic_write_text
@@ -75,11 +69,11 @@ from structvpr_core.retrieval.map_database import MapDatabase, ModelIdentity
 from structvpr_core.paths import shared_dir
 from structvpr_ros import bag_io
 from structvpr_core.cli import parse_size
-from structvpr_ros.build_map import add_encoded
+from structvpr_core.progress import progress
+from structvpr_core.retrieval.build_map import add_encoded
 from structvpr_ros.make_bag import write_bag
-from structvpr_ros.outputs import ns_to_stamp
-from structvpr_ros.replay import (DEFAULT_PARAMS, LOOP_TOPIC, InProcessNode, NodeProcess, Recorder, _wait_for_node,
-                                  index_bag, node_overrides)
+from structvpr_ros.replay import DEFAULT_PARAMS, Recorder, ReplaySession, index_bag, node_overrides
+from structvpr_ros.stamps import ns_to_stamp
 
 IMAGE_TOPIC = "/camera/image_raw"
 MAP_STRETCH = (29000, 35760)  # nordland64 test split: summer = map, winter = queries
@@ -163,8 +157,8 @@ def main() -> int:
     }
     with tempfile.TemporaryDirectory(prefix="structvpr_node_latency_") as tmp:
         tmp = Path(tmp)
-        summer = bag_io.load_sequence(nordland / "summer", nordland_poses=True, frame_range=MAP_STRETCH)
-        winter = bag_io.load_sequence(nordland / "winter", frame_range=MAP_STRETCH)
+        summer = sequence.load_sequence(nordland / "summer", nordland_poses=True, frame_range=MAP_STRETCH)
+        winter = sequence.load_sequence(nordland / "winter", frame_range=MAP_STRETCH)
         maps: dict[tuple, dict] = {}  # (model size, camera size) -> map info; cases share maps
         for name in args.cases:
             case = CASES[name]
@@ -191,12 +185,12 @@ def camera_image(rgb: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
     return rgb if size is None else cv2.resize(rgb, size, interpolation=cv2.INTER_LINEAR)
 
 
-def build_map(model: str, model_size, frames: list[bag_io.Frame], camera_size, out: Path) -> dict:
+def build_map(model: str, model_size, frames: list[sequence.Frame], camera_size, out: Path) -> dict:
     """Summer frames (at the case's camera size) -> map at ``out``, with ``build-map``'s encoding loop."""
     t0 = time.monotonic()
     encoder = load_encoder(model, "cpu", model_size)
     db = MapDatabase(ModelIdentity.of_encoder(encoder, model))
-    stamps = bag_io.sequence_stamps_ns(frames, bag_io.DEFAULT_RATE_HZ, bag_io.DEFAULT_START_S - HALF_A_YEAR_S)
+    stamps = sequence.sequence_stamps_ns(frames, sequence.DEFAULT_RATE_HZ, sequence.DEFAULT_START_S - HALF_A_YEAR_S)
     items = ((int(s), "camera", f.pose, f.path.name, camera_image(read_rgb(f.path), camera_size))
              for f, s in zip(frames, stamps))
     add_encoded(db, encoder, items, len(frames), batch_size=16, max_features=None)
@@ -205,7 +199,7 @@ def build_map(model: str, model_size, frames: list[bag_io.Frame], camera_size, o
             "frames": f"nordland64 summer {frames[0].number}..{frames[-1].number}"}
 
 
-def write_query_bag(frames: list[bag_io.Frame], camera_size, tmp: Path, name: str) -> tuple[Path, list[np.ndarray]]:
+def write_query_bag(frames: list[sequence.Frame], camera_size, tmp: Path, name: str) -> tuple[Path, list[np.ndarray]]:
     """Winter frames at the camera size as an rgb8 bag (``make-bag``'s writer); also returns the RGB images."""
     images = [camera_image(read_rgb(f.path), camera_size) for f in frames]
     if camera_size is not None:  # write_bag reads files: store the upscaled frames first
@@ -213,9 +207,9 @@ def write_query_bag(frames: list[bag_io.Frame], camera_size, tmp: Path, name: st
         folder.mkdir()
         for f, rgb in zip(frames, images):
             cv2.imwrite(str(folder / f.path.name), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-        frames = [bag_io.Frame(folder / f.path.name, f.number, None, None) for f in frames]
+        frames = [sequence.Frame(folder / f.path.name, f.number, None, None) for f in frames]
     bag = tmp / f"{name}.bag"
-    stamps = bag_io.synthetic_stamps_ns(len(frames), bag_io.DEFAULT_RATE_HZ, bag_io.DEFAULT_START_S)
+    stamps = sequence.synthetic_stamps_ns(len(frames), sequence.DEFAULT_RATE_HZ, sequence.DEFAULT_START_S)
     write_bag(bag, frames, stamps, topic=IMAGE_TOPIC, encoding="rgb8")
     return bag, images
 
@@ -250,8 +244,8 @@ def _timed_in_thread(encoder, images: list[np.ndarray], iters: int, threads: int
                 torch.set_num_threads(threads)
             for img in images[:3]:  # warm-up: first calls allocate
                 encoder.encode([img])
-            for i in tqdm(range(iters), desc=f"encoder only, torch threads {threads or 'default'}", unit="img",
-                          leave=False):
+            for i in progress(range(iters), desc=f"encoder only, torch threads {threads or 'default'}", unit="img",
+                              leave=False):
                 t0 = time.perf_counter()
                 encoder.encode([images[i % len(images)]])
                 times.append((time.perf_counter() - t0) * 1e3)
@@ -287,7 +281,7 @@ class Player:
         self.publisher, self.recorder, self.images, self.node = publisher, recorder, images, node
         self.answer_timeout = answer_timeout
         self._cursor = 0
-        self._stamp = int(bag_io.DEFAULT_START_S * 1e9)
+        self._stamp = int(sequence.DEFAULT_START_S * 1e9)
         self._last_activity = 0.0
 
     def _prepare(self, count: int) -> list[tuple[int, bytes]]:
@@ -313,7 +307,7 @@ class Player:
 
     def one_in_flight(self, count: int, desc: str) -> list[tuple[int, float]]:
         sent = []
-        for stamp, data in tqdm(self._prepare(count), desc=desc, unit="img", leave=False):
+        for stamp, data in progress(self._prepare(count), desc=desc, unit="img", leave=False):
             self._publish(stamp, data, sent)
             self._wait_answer(stamp)
         self._last_activity = time.monotonic()
@@ -385,7 +379,7 @@ def phase_result(sent: list[tuple[int, float]], recorder: DiagnosticsHistory, be
     return row
 
 
-def run_case(case: Case, args, model_size, map_info: dict, winter: list[bag_io.Frame], tmp: Path) -> dict:
+def run_case(case: Case, args, model_size, map_info: dict, winter: list[sequence.Frame], tmp: Path) -> dict:
     t_case = time.monotonic()
     loadavg_before = os.getloadavg()
     distinct = max(case.frames_per_rate, case.latency_frames)
@@ -393,33 +387,18 @@ def run_case(case: Case, args, model_size, map_info: dict, winter: list[bag_io.F
     print(f"[{case.name}] encoder only", flush=True)
     encoder = encoder_only(args.model, model_size, images, case.encoder_iters)
 
-    index = index_bag(bag, IMAGE_TOPIC, None)
+    index = index_bag(bag, IMAGE_TOPIC, None, odom_max_offset_s=0.0)  # the query bag has no odometry
     db_args = SimpleNamespace(resize=None, map=map_info["dir"], model=args.model, device="cpu")
     overrides = node_overrides(db_args, index, MapDatabase.load(map_info["dir"]))
     overrides.update(use_sim_time=False, diagnostics_period_s=DIAGNOSTICS_PERIOD_S)
     messages = bag_messages(bag)
 
-    reliable = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE)
-    context = Context()
-    rclpy.init(context=context)
-    node = player_node = executor = None
-    try:
-        player_node = rclpy.create_node("structvpr_node_latency", context=context)
-        recorder = DiagnosticsHistory()
-        player_node.create_subscription(LoopClosure, LOOP_TOPIC, recorder.on_loop_closure, reliable)
-        player_node.create_subscription(DiagnosticArray, "/diagnostics", recorder.on_diagnostics, reliable)
-        publisher = player_node.create_publisher(Image, IMAGE_TOPIC, reliable)
-        executor = SingleThreadedExecutor(context=context)
-        executor.add_node(player_node)
-        threading.Thread(target=executor.spin, name="node_latency_executor", daemon=True).start()
-
-        print(f"[{case.name}] starting the node", flush=True)
-        t0 = time.monotonic()
-        node = (InProcessNode(context, Path(args.params), overrides) if args.in_process
-                else NodeProcess(Path(args.params), overrides, tmp / f"{case.name}_node.log"))
-        _wait_for_node(node, player_node, publisher, timeout=120.0)
-        startup_s = time.monotonic() - t0
-        player = Player(publisher, recorder, messages, node, args.answer_timeout)
+    recorder = DiagnosticsHistory()
+    print(f"[{case.name}] starting the node", flush=True)
+    with ReplaySession(Path(args.params), overrides, image_topic=IMAGE_TOPIC, compressed=False, recorder=recorder,
+                       separate_process=not args.in_process, log_path=tmp / f"{case.name}_node.log") as session:
+        startup_s = session.startup_s
+        player = Player(session.image_pub, recorder, messages, session.node, args.answer_timeout)
 
         player.one_in_flight(case.warmup_frames, "warm-up")
         begin = player.settle()
@@ -431,19 +410,11 @@ def run_case(case: Case, args, model_size, map_info: dict, winter: list[bag_io.F
         one["answers_per_s"] = one["answered"] / one_in_flight_s
 
         sweep = []
-        for rate in tqdm(case.rates_hz, desc=f"{case.name} rate sweep", unit="rate", leave=False):
+        for rate in progress(case.rates_hz, desc=f"{case.name} rate sweep", unit="rate", leave=False):
             begin = end
             sent = player.at_rate(rate, case.frames_per_rate)
             end = player.settle()
             sweep.append({"rate_hz": rate, **phase_result(sent, recorder, begin, end)})
-    finally:
-        if node is not None:
-            node.stop()
-        if executor is not None:
-            executor.shutdown()
-        if player_node is not None:
-            player_node.destroy_node()
-        rclpy.try_shutdown(context=context)
 
     sustained = None
     for row in sweep:  # contiguous from the lowest rate: one lucky rate above a failing one does not count

@@ -4,13 +4,15 @@
     .venv/bin/python scripts/demo.py            (from the repository root; ~3 min on 2 CPU cores)
 
 1. build-map: Nordland64 summer, test stretch (frames 29000..35760, 677 images), poses
-   x = frame number (structvpr_ros/bag_io.py explains the unit), stamped half a year
+   x = frame number (structvpr_core/data/sequence.py explains the unit), stamped half a year
    before the bag.
 2. make-bag: the winter pass of the same stretch as a rosbag2 (rgb8 images at 10 Hz +
    odometry from the same frame-number poses).
 3. replay: the bag into the live StructVPR node (in-process, localization mode) at the
-   bag's own rate, scored against pose ground truth: radius 10 frame numbers = the data
-   set's soft tolerance (one neighbouring image), radius 0 = the exact frame.
+   bag's own rate, with sequence matching (the last 10 keyframes must retrace the map;
+   ``--sequence-length 1`` = single-frame), scored against pose ground truth: radius 10
+   frame numbers = the data set's soft tolerance (one neighbouring image), radius 0 =
+   the exact frame.
 
 Model: training/checkpoints/nordland64_gpd_phi_seed0_fp16.pt when it exists (the trained StructVPR student),
 else the random-init MobileNetV2 baseline fed the images at their native 64x32.
@@ -31,7 +33,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from structvpr_core.cli import main as structvpr  # noqa: E402
 from structvpr_core.paths import shared_dir  # noqa: E402
-from structvpr_ros.bag_io import DEFAULT_START_S  # noqa: E402
+from structvpr_core.data.sequence import DEFAULT_START_S  # noqa: E402
 
 TEST_STRETCH = "29000:35760"
 STUDENT = REPO_ROOT / "training" / "checkpoints" / "nordland64_gpd_phi_seed0_fp16.pt"
@@ -52,6 +54,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="demo_out", help="output folder (default ./demo_out)")
     parser.add_argument("--rate-scale", default="1", help="replay speed vs the bag's 10 Hz (default 1; 0 = as fast as the node answers)")
+    parser.add_argument("--sequence-length", default="10",
+                        help="keyframes matched as a sequence (default 10; 1 = single-frame matching)")
     args = parser.parse_args()
     # keep DDS traffic on this machine unless the user configured otherwise
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
@@ -73,7 +77,8 @@ def main() -> int:
         ("make-bag (winter)", ["make-bag", "--images", str(nordland / "winter"), "--nordland-poses",
                                "--frame-range", TEST_STRETCH, "--out", str(bag)]),
         ("replay", ["replay", "--bag", str(bag), "--map", str(out / "summer_map"), "--model", model, "--device", "cpu",
-                    "--rate-scale", args.rate_scale, "--gt-radius", "10", "0", "--out", str(out / "report.json")]),
+                    "--rate-scale", args.rate_scale, "--sequence-length", args.sequence_length,
+                    "--gt-radius", "10", "0", "--out", str(out / "report.json")]),
     ]
     started = time.perf_counter()
     timings = []

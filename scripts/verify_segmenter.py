@@ -1,4 +1,4 @@
-"""Check the ESPNet segmenter against real CamVid ground truth (shared/data/camvid_sample).
+"""Check the segmenters (ESPNet, DeepLab ADE20K) against real CamVid ground truth (shared/data/camvid_sample).
 
 (a) CamVid weights: mIoU over the 11 CamVid classes (11 = Unlabelled is ignored), at
     several inference sizes, plus the same with the Cityscapes input statistics to show
@@ -7,9 +7,12 @@
     both mapped to clusters; with terrain counted as vegetation (used) and as ground.
 (c) A figure of one frame: RGB | GT | CamVid-ESPNet | Cityscapes-ESPNet, and the same as
     6 clusters.
+(d) DeepLab ADE20K (TFLite): mIoU over the 6 clusters, with the label offset the model is
+    documented to have (output channel k = ADE20K class k - 1, channel 0 = other) and,
+    as the check of that offset, without it; plus a figure on CamVid, Gardens Point and GRIEF.
 
 Usage: .venv/bin/python scripts/verify_segmenter.py --out /tmp/segmentation_verify.json \
-           --figure docs/segmentation_camvid.png
+           --figure docs/segmentation_camvid.png --ade20k-figure docs/segmentation_ade20k.png
 """
 
 from __future__ import annotations
@@ -148,6 +151,55 @@ def evaluate_camvid_weights(frames, size: tuple[int, int], label_set=None) -> di
             "miou_6cluster": miou_6, "sec_per_frame": sec, "input_stats": segmenter.label_set.stats_source}
 
 
+def evaluate_ade20k(frames) -> dict:
+    segmenter = Segmenter(SegmenterConfig(segmenter="deeplab-ade20k", threads=torch.get_num_threads()))
+    preds, sec = segment_frames(segmenter, frames)
+    lut = cluster_lut("ade20k", PREDICTED_VOID_CLUSTER)
+    miou, per_cluster = cluster_miou(preds, frames, lut)
+    # Offset check: read the raw output channel (id + 1, other -> 0) as if it were the class id.
+    void = LABEL_SETS["ade20k"].void_label
+    channels = [(pred.astype(np.int64) + 1) % (void + 1) for pred in preds]
+    miou_no_offset, _ = cluster_miou(channels, frames, lut)
+    other = float(np.mean([np.mean(pred == void) for pred in preds]))
+    return {"size": list(segmenter.size), "miou": miou, "per_cluster_iou": dict(zip(CLUSTERS, per_cluster)),
+            "miou_without_label_offset": miou_no_offset, "predicted_other_fraction": other, "sec_per_frame": sec}
+
+
+def save_ade20k_figure(path: Path, frame) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from structvpr_core.data.images import read_rgb
+
+    name, rgb, gt = frame
+    ade20k = Segmenter(SegmenterConfig(segmenter="deeplab-ade20k"))
+    city = Segmenter(SegmenterConfig(weights=espnet_weights("cityscapes")))
+    cluster_rgb = np.zeros((256, 3), np.uint8)
+    cluster_rgb[: len(CLUSTERS)] = CLUSTER_COLOURS_RGB
+    ade_lut, city_lut = cluster_lut("ade20k", PREDICTED_VOID_CLUSTER), cluster_lut("cityscapes", PREDICTED_VOID_CLUSTER)
+    gt_lut = cluster_lut("camvid", IGNORE)
+    data = shared_dir() / "data"
+    others = [("Gardens Point night_right 060", read_rgb(data / "gardenspoint" / "night_right" / "Image060.jpg")),
+              ("GRIEF michigan 0103 (session 1)", read_rgb(data / "grief_seasons" / "michigan" / "images" / "0103.jpg"))]
+    panels = [("RGB " + name, rgb), ("CamVid GT -> clusters (black: unlabelled)", cluster_rgb[gt_lut[gt]]),
+              ("DeepLab ADE20K -> clusters", cluster_rgb[ade_lut[ade20k.predict(rgb)]]),
+              ("ESPNet Cityscapes -> clusters", cluster_rgb[city_lut[city.predict(rgb)]])]
+    for title, image in others:
+        panels += [(title, image), ("DeepLab ADE20K -> clusters", cluster_rgb[ade_lut[ade20k.predict(image)]])]
+    fig, axes = plt.subplots(2, 4, figsize=(16, 5.6))
+    for ax, (title, image) in zip(axes.flat, panels):
+        ax.set_title(title, fontsize=10)
+        ax.axis("off")
+        ax.imshow(image, interpolation="nearest")
+    handles = [matplotlib.patches.Patch(color=np.asarray(c) / 255, label=n) for n, c in zip(CLUSTERS, CLUSTER_COLOURS_RGB)]
+    fig.legend(handles=handles, loc="lower center", ncol=len(CLUSTERS), fontsize=10)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=60))
+    plt.close(fig)
+
+
 def evaluate_cityscapes_weights(frames, size: tuple[int, int]) -> dict:
     segmenter = Segmenter(SegmenterConfig(weights=espnet_weights("cityscapes"), size=size))
     preds, sec = segment_frames(segmenter, frames)
@@ -215,12 +267,18 @@ def print_table(results: dict) -> None:
     best = max(results["cityscapes_6cluster"], key=lambda r: r["miou"])
     print("  per cluster at " + "x".join(map(str, best["size"])) + ": "
           + ", ".join(f"{k} {100 * v:.0f}" for k, v in best["per_cluster_iou"].items()))
+    ade = results["ade20k_6cluster"]
+    print(f"\n(d) DeepLab ADE20K (TFLite, 513x513 letterboxed), 6-cluster mIoU: {100 * ade['miou']:.1f} "
+          f"(without the label offset: {100 * ade['miou_without_label_offset']:.1f}), "
+          f"{ade['sec_per_frame']:.2f} s/frame, predicted 'other' {100 * ade['predicted_other_fraction']:.2f}% of pixels")
+    print("  per cluster: " + ", ".join(f"{k} {100 * v:.0f}" for k, v in ade["per_cluster_iou"].items()))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="JSON results file")
     parser.add_argument("--figure", type=Path, default=None, help="also write the comparison PNG here")
+    parser.add_argument("--ade20k-figure", type=Path, default=None, help="also write the ADE20K teacher PNG here")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads for the timings (default 1: stable on a shared machine)")
     args = parser.parse_args(argv)
@@ -238,8 +296,9 @@ def main(argv: list[str] | None = None) -> int:
         "camvid_11class": [evaluate_camvid_weights(frames, size) for size in CAMVID_SIZES],
         "camvid_with_cityscapes_stats": evaluate_camvid_weights(frames, camvid.native_size, with_city_stats),
         "cityscapes_6cluster": [evaluate_cityscapes_weights(frames, size) for size in CITYSCAPES_SIZES],
+        "ade20k_6cluster": evaluate_ade20k(frames),
         "clusters": list(CLUSTERS),
-        "cluster_tables": "structvpr_core/segmentation/slme_tables/{camvid_11,cityscapes_19}.yaml",
+        "cluster_tables": "structvpr_core/segmentation/slme_tables/{camvid_11,cityscapes_19,ade20k_150}.yaml",
         "predicted_void_cluster": PREDICTED_VOID_CLUSTER,
     }
     print_table(results)
@@ -248,6 +307,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.figure:
         save_figure(args.figure, load_camvid_sample([FIGURE_FRAME])[0])
         print(f"wrote {args.figure}")
+    if args.ade20k_figure:
+        save_ade20k_figure(args.ade20k_figure, load_camvid_sample([FIGURE_FRAME])[0])
+        print(f"wrote {args.ade20k_figure}")
     return 0
 
 

@@ -38,19 +38,6 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
-def load_config(cls: type[T], path: str | Path, section: str | None = None) -> T:
-    """Load ``path`` (optionally one top-level ``section`` of it) into dataclass ``cls``."""
-    data = load_yaml(path)
-    if section is not None:
-        if section not in data:
-            raise ConfigError(f"{path}: missing section '{section}'")
-        data = data[section]
-    try:
-        return from_dict(cls, data)
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
-
-
 def from_dict(cls: type[T], data: Any, where: str = "") -> T:
     if not dataclasses.is_dataclass(cls):
         raise TypeError(f"{cls} is not a dataclass")

@@ -1,47 +1,26 @@
-"""Inputs of the offline tools: image sequences with poses, and rosbag2 files (no ROS needed).
+"""rosbag2 and ROS 1 bag reading for the offline tools (``rosbags``; no ROS install needed).
 
-Image sequences (``make-bag``, ``build-map``):
-- A folder of images, ordered by the trailing frame number of their names
-  (``images-01500.png``) or by name when names carry no number.
-- Optionally a poses CSV, which then defines the images and their order. Header:
-  ``image,x,y`` required; optional ``z``; orientation either ``qx,qy,qz,qw`` (all four)
-  or ``heading`` (degrees, yaw about +z, as in ``structvpr_core.data.datasets`` CSVs);
-  optional ``stamp`` (seconds). Image paths are relative to the images folder.
-- ``nordland_poses``: Nordland has no metric poses, so the pose of frame N is
-  x = N (in frame-number units), y = z = 0. Nordland's 35,768 frames per season
-  cover the 728 km route at 1 frame/s, so one unit is ~20 m on average (the train
-  speed varies and it stops at stations: the unit is not a fixed metric distance).
-  With these poses a ground-truth radius of 10 equals the data set's soft tolerance
-  (one neighbouring nordland64 file each side) and a radius of 0 the exact frame.
-- ``frame_range=(a, b)`` keeps frames whose number is in [a, b] (inclusive).
-- Stamps: the CSV's when every row has one (they must increase), else
-  ``start + i / rate`` (``sequence_stamps_ns``).
-
-Bags are read and written with ``rosbags`` using the ROS 2 Kilted type store; its CDR
-bytes are the bytes rclpy publishes, so a replay can forward them untouched.
+Bags are read with ``rosbags``' AnyReader, so a ROS 1 ``.bag`` file (many public VPR / SLAM
+data sets) reads like a rosbag2 directory. rosbag2 data is CDR, the bytes rclpy publishes,
+so a replay forwards it untouched; ROS 1 data is converted to CDR with the ROS 2 Kilted
+type store (``cdr_bytes``). Topics match with or without the leading slash ROS 1 bags
+sometimes leave out.
 """
 
 from __future__ import annotations
 
-import csv
-import math
-import re
 from contextlib import contextmanager
+from functools import lru_cache
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from structvpr_core.data.datasets import IMAGE_SUFFIXES, parse_csv_float
-
-# Bag stamps when the data has none: a fixed, recognisable origin (2023-11-14 22:13:20 UTC)
-# and frame rate, shared by make-bag and build-map so both give the same stamps.
-DEFAULT_START_S = 1_700_000_000.0
-DEFAULT_RATE_HZ = 10.0
-IDENTITY_QUATERNION = (0.0, 0.0, 0.0, 1.0)
-_TRAILING_INT = re.compile(r"(\d+)$")
+from structvpr_core.loop_closure.candidates import PoseBuffer
+from structvpr_ros.stamps import split_ns, stamp_to_ns
 
 
+@lru_cache(maxsize=1)
 def typestore():
     """rosbags type store for ROS 2 Kilted (the distribution the rclpy wheels are)."""
     from rosbags.typesys import Stores, get_typestore
@@ -49,206 +28,95 @@ def typestore():
     return get_typestore(getattr(Stores, "ROS2_KILTED", Stores.LATEST))
 
 
-@dataclass
-class Frame:
-    path: Path
-    number: int | None  # trailing integer of the file name (Nordland frame number)
-    pose: np.ndarray | None  # (7,) x y z qx qy qz qw
-    stamp_s: float | None  # from the poses CSV, when it has a stamp column
-
-
-# ------------------------------------------------------------------ image sequences
-
-
-def frame_number(path: Path) -> int | None:
-    match = _TRAILING_INT.search(path.stem)
-    return int(match.group(1)) if match else None
-
-
-def load_sequence(images: str | Path, poses_csv: str | Path | None = None, nordland_poses: bool = False,
-                  frame_range: tuple[int, int] | None = None) -> list[Frame]:
-    """The frames of an image folder (or of a poses CSV) in sequence order."""
-    images = Path(images)
-    if not images.is_dir():
-        raise FileNotFoundError(f"image folder not found: {images}")
-    if poses_csv is not None and nordland_poses:
-        raise ValueError("give either a poses CSV or --nordland-poses, not both")
-    if poses_csv is not None:
-        frames = _read_poses_csv(Path(poses_csv), images)
-    else:
-        paths = [p for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
-        if not paths:
-            raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {images}")
-        numbers = [frame_number(p) for p in paths]
-        if None in numbers:
-            order = sorted(range(len(paths)), key=lambda i: paths[i].name)
-        else:
-            order = sorted(range(len(paths)), key=lambda i: numbers[i])
-            for a, b in zip(order, order[1:]):
-                if numbers[a] == numbers[b]:
-                    raise ValueError(f"{images}: {paths[a].name} and {paths[b].name} have the same frame number; "
-                                     "rename them or give a poses CSV")
-        frames = [Frame(paths[i], numbers[i], None, None) for i in order]
-    if nordland_poses:
-        for f in frames:
-            if f.number is None:
-                raise ValueError(f"--nordland-poses needs frame numbers in the file names, {f.path.name} has none")
-            f.pose = np.array([f.number, 0.0, 0.0, *IDENTITY_QUATERNION])
-    if frame_range is not None:
-        unnumbered = [f.path.name for f in frames if f.number is None]
-        if unnumbered:
-            raise ValueError(f"a frame range needs frame numbers in the file names, {unnumbered[0]} has none")
-        frames = [f for f in frames if frame_range[0] <= f.number <= frame_range[1]]
-        if not frames:
-            raise ValueError(f"no frames of {images} in the frame range {frame_range[0]}:{frame_range[1]}")
-    return frames
-
-
-def sequence_stamps_ns(frames: list[Frame], rate_hz: float, start_s: float) -> np.ndarray:
-    """The poses CSV's stamps when every frame has one, else ``start + i / rate``."""
-    if not frames or any(f.stamp_s is None for f in frames):
-        return synthetic_stamps_ns(len(frames), rate_hz, start_s)
-    stamps = np.array([round(f.stamp_s * 1e9) for f in frames], np.int64)
-    bad = np.flatnonzero(np.diff(stamps) <= 0)
-    if bad.size:
-        raise ValueError(f"poses CSV stamps must increase: {frames[bad[0] + 1].path.name} is not later "
-                         f"than {frames[bad[0]].path.name}")
-    if stamps[0] < 0:
-        raise ValueError(f"poses CSV stamps must be >= 0 seconds, got {frames[0].stamp_s}")
-    return stamps
-
-
-def synthetic_stamps_ns(count: int, rate_hz: float, start_s: float) -> np.ndarray:
-    """start + i / rate, in integer nanoseconds."""
-    if not (rate_hz > 0 and math.isfinite(rate_hz)):
-        raise ValueError(f"rate must be a positive number of Hz, got {rate_hz}")
-    if not (start_s >= 0 and math.isfinite(start_s)):
-        raise ValueError(f"start stamp must be >= 0 seconds, got {start_s}")
-    return round(start_s * 1e9) + np.round(np.arange(count) * (1e9 / rate_hz)).astype(np.int64)
-
-
-def yaw_to_quaternion(heading_deg: float) -> tuple[float, float, float, float]:
-    half = math.radians(heading_deg) / 2
-    return (0.0, 0.0, math.sin(half), math.cos(half))
-
-
-def _read_poses_csv(path: Path, images: Path) -> list[Frame]:
-    if not path.is_file():
-        raise FileNotFoundError(f"poses CSV not found: {path}")
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        header = reader.fieldnames or []
-        missing = [c for c in ("image", "x", "y") if c not in header]
-        if missing:
-            raise ValueError(f"{path}: missing column(s) {missing}; header is {header}")
-        quat_cols = [c for c in ("qx", "qy", "qz", "qw") if c in header]
-        if quat_cols and len(quat_cols) != 4:
-            raise ValueError(f"{path}: orientation needs all of qx,qy,qz,qw, found only {quat_cols}")
-        frames = []
-        for row in reader:
-            where = f"{path}:{reader.line_num}"
-            if None in row or None in row.values():
-                raise ValueError(f"{where}: expected {len(header)} fields as in the header")
-            if quat_cols:
-                q = np.array([_number(row, c, where) for c in quat_cols])
-                norm = np.linalg.norm(q)
-                if abs(norm - 1) > 1e-3:
-                    raise ValueError(f"{where}: quaternion {q.tolist()} is not unit length (norm {norm:.4f})")
-                q /= norm
-            else:
-                q = np.array(yaw_to_quaternion(_number(row, "heading", where, default=0.0)))
-            image = images / row["image"].strip()
-            if not image.is_file():
-                raise FileNotFoundError(f"{where}: image not found: {image}")
-            position = [_number(row, "x", where), _number(row, "y", where), _number(row, "z", where, default=0.0)]
-            stamp = _number(row, "stamp", where, default=math.nan)
-            frames.append(Frame(image, frame_number(image), np.array([*position, *q]),
-                                None if math.isnan(stamp) else stamp))
-    if not frames:
-        raise ValueError(f"{path}: no data rows")
-    return frames
-
-
-def _number(row: dict, column: str, where: str, default: float | None = None) -> float:
-    """A finite number from a CSV row; ``default`` for a missing column or empty field (None: required)."""
-    text = row.get(column) or ""
-    if text.strip() == "" and default is not None:
-        return default
-    return parse_csv_float(text, where, column)
-
-
-# ------------------------------------------------------------------ bags
-
-
-def stamp_ns(header) -> int:
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+ODOMETRY_TYPES = ("nav_msgs/msg/Odometry",)
 
 
 @contextmanager
 def open_bag(path: str | Path):
-    """An open rosbags Reader, with a clear error for a missing or invalid bag."""
-    from rosbags.rosbag2 import Reader
-    from rosbags.rosbag2.errors import ReaderError
+    """An open rosbags AnyReader over a rosbag2 directory or a ROS 1 ``.bag`` file, with clear errors."""
+    from rosbags.highlevel import AnyReader
+    from rosbags.rosbag2 import Reader as Rosbag2Reader
 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"bag not found: {path}")
     try:
-        reader = Reader(path)
+        reader = AnyReader([path], default_typestore=typestore())
+        if path.is_dir() and not reader.is2:
+            # AnyReader takes a *.bag name for ROS 1, but a rosbag2 bag is a directory and is
+            # often named *.bag as well (make-bag's examples are)
+            reader.is2, reader.readers = True, [Rosbag2Reader(path)]
         reader.open()
-    except ReaderError as e:
-        raise ValueError(f"{path}: not a readable rosbag2 ({e})") from None
+    except Exception as e:  # rosbags raises several unrelated types (reader, storage, format errors)
+        raise ValueError(f"{path}: not a readable rosbag2 directory or ROS 1 bag ({type(e).__name__}: {e})") from None
     try:
         yield reader
     finally:
         reader.close()
 
 
+def same_topic(a: str, b: str) -> bool:
+    """ROS 1 bags may name a topic without its leading slash; both spellings are the same topic."""
+    return a.lstrip("/") == b.lstrip("/")
+
+
 def topic_connections(reader, topic: str, allowed_types: tuple[str, ...]):
-    conns = [c for c in reader.connections if c.topic == topic]
+    path = reader.paths[0]
+    conns = [c for c in reader.connections if same_topic(c.topic, topic)]
     if not conns:
         have = ", ".join(f"{c.topic} [{c.msgtype}]" for c in reader.connections) or "none"
-        raise ValueError(f"{reader.path}: no topic {topic!r} (topics: {have})")
+        raise ValueError(f"{path}: no topic {topic!r} (topics: {have})")
     wrong = [c.msgtype for c in conns if c.msgtype not in allowed_types]
     if wrong:
-        raise ValueError(f"{reader.path}: topic {topic!r} has type {wrong[0]}, expected one of {list(allowed_types)}")
+        raise ValueError(f"{path}: topic {topic!r} has type {wrong[0]}, expected one of {list(allowed_types)}")
     return conns
 
 
-IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
-ODOMETRY_TYPES = ("nav_msgs/msg/Odometry",)
+def cdr_bytes(reader, conn, raw) -> bytes:
+    """A message as rclpy publishes it: rosbag2 data as stored, ROS 1 data converted to CDR."""
+    return bytes(raw) if reader.is2 else bytes(typestore().ros1_to_cdr(raw, conn.msgtype))
 
 
-def read_images(path: str | Path, topic: str):
-    """Yield ``(stamp_ns, frame_id, rgb)`` of every image on ``topic``, in bag order."""
-    from structvpr_ros.image_conversion import message_to_rgb
+@dataclass
+class BagImage:
+    index: int  # position on the image topic, 0-based
+    log_ns: int  # when the bag recorded it
+    header_ns: int  # header stamp; 0 when the camera driver left it empty
+    frame_id: str
+    msg: object  # the deserialized message (rosbags dataclass)
 
-    store = typestore()
+    @property
+    def stamp_ns(self) -> int:
+        """The header stamp, or the record time for an unstamped image (as the node uses its arrival time)."""
+        return self.header_ns or self.log_ns
+
+    def describe(self) -> str:
+        return (f"image #{self.index} (header stamp {format_stamp(self.header_ns)}, "
+                f"recorded at {format_stamp(self.log_ns)})")
+
+
+def format_stamp(ns: int) -> str:
+    sec, nanosec = split_ns(ns)
+    return f"{sec}.{nanosec:09d} s"
+
+
+def image_messages(path: str | Path, topic: str):
+    """Yield a ``BagImage`` for every message on ``topic``, in bag order."""
     with open_bag(path) as reader:
         conns = topic_connections(reader, topic, IMAGE_TYPES)
-        for conn, _, raw in reader.messages(connections=conns):
-            msg = store.deserialize_cdr(raw, conn.msgtype)
-            yield stamp_ns(msg.header), msg.header.frame_id, message_to_rgb(msg)
+        for i, (conn, log_ns, raw) in enumerate(reader.messages(connections=conns)):
+            msg = reader.deserialize(raw, conn.msgtype)
+            yield BagImage(i, int(log_ns), stamp_to_ns(msg.header.stamp), msg.header.frame_id, msg)
 
 
-def read_image_stamps(path: str | Path, topic: str) -> tuple[str, list[int]]:
-    """The message type on ``topic`` and the header stamp (ns) of each image, in bag order."""
-    store = typestore()
-    with open_bag(path) as reader:
-        conns = topic_connections(reader, topic, IMAGE_TYPES)
-        stamps = [stamp_ns(store.deserialize_cdr(raw, conn.msgtype).header)
-                  for conn, _, raw in reader.messages(connections=conns)]
-    return conns[0].msgtype, stamps
-
-
-def read_odometry(path: str | Path, topic: str) -> dict[int, np.ndarray]:
-    """header stamp (ns) -> pose (7,) x y z qx qy qz qw of every Odometry on ``topic``."""
-    store = typestore()
-    poses = {}
+def read_odometry(path: str | Path, topic: str, max_offset_s: float) -> PoseBuffer:
+    """Every Odometry pose on ``topic``, for lookups by image stamp (nearest within ``max_offset_s``)."""
+    poses = PoseBuffer(max_offset_s, capacity=None)
     with open_bag(path) as reader:
         conns = topic_connections(reader, topic, ODOMETRY_TYPES)
         for conn, _, raw in reader.messages(connections=conns):
-            msg = store.deserialize_cdr(raw, conn.msgtype)
+            msg = reader.deserialize(raw, conn.msgtype)
             p, q = msg.pose.pose.position, msg.pose.pose.orientation
-            poses[stamp_ns(msg.header)] = np.array([p.x, p.y, p.z, q.x, q.y, q.z, q.w])
+            poses.add(stamp_to_ns(msg.header.stamp), np.array([p.x, p.y, p.z, q.x, q.y, q.z, q.w]))
     return poses

@@ -25,12 +25,14 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from structvpr_core.cli import parse_frame_range
+from structvpr_core.data import sequence
 from structvpr_core.data.images import read_rgb
+from structvpr_core.progress import progress
 from structvpr_ros import bag_io
 from structvpr_ros.image_conversion import rgb_to_image_fields
+from structvpr_ros.stamps import split_ns
 
 RAW_ENCODINGS = ("rgb8", "bgr8", "mono8")
 COMPRESSED_FORMATS = ("jpeg", "png")
@@ -41,16 +43,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     poses = parser.add_mutually_exclusive_group()
     poses.add_argument("--poses", help="poses CSV: image,x,y[,z][,qx,qy,qz,qw | ,heading][,stamp]")
     poses.add_argument("--nordland-poses", action="store_true",
-                       help="pose x = Nordland frame number (no metric poses exist; see structvpr_ros/bag_io.py)")
+                       help="pose x = Nordland frame number (no metric poses exist; see structvpr_core/data/sequence.py)")
     parser.add_argument("--out", required=True, help="bag directory to create (must not exist)")
     parser.add_argument("--topic", help="image topic (default /camera/image_raw, + /compressed for jpeg/png)")
     parser.add_argument("--encoding", default="rgb8", choices=RAW_ENCODINGS + COMPRESSED_FORMATS,
                         help="raw Image encoding, or jpeg/png for CompressedImage (default rgb8)")
     parser.add_argument("--compressed", action="store_true", help="shorthand for --encoding jpeg")
-    parser.add_argument("--rate", type=float, default=bag_io.DEFAULT_RATE_HZ,
+    parser.add_argument("--rate", type=float, default=sequence.DEFAULT_RATE_HZ,
                         help="frames per second when the poses CSV has no stamps (default 10)")
-    parser.add_argument("--start-stamp", type=float, default=bag_io.DEFAULT_START_S,
-                        help=f"stamp of the first frame, seconds (default {bag_io.DEFAULT_START_S:.0f})")
+    parser.add_argument("--start-stamp", type=float, default=sequence.DEFAULT_START_S,
+                        help=f"stamp of the first frame, seconds (default {sequence.DEFAULT_START_S:.0f})")
     parser.add_argument("--storage", default="sqlite3", choices=("sqlite3", "mcap"))
     parser.add_argument("--frame-range", help="A:B, keep frames numbered A..B (inclusive)")
     parser.add_argument("--odom-topic", default="/odom", help="odometry topic for the poses (default /odom)")
@@ -63,10 +65,10 @@ def run(args: argparse.Namespace) -> int:
     encoding = "jpeg" if args.compressed and args.encoding in RAW_ENCODINGS else args.encoding
     if not 1 <= args.jpeg_quality <= 100:
         raise ValueError(f"--jpeg-quality must be in 1..100, got {args.jpeg_quality}")
-    frames = bag_io.load_sequence(args.images, args.poses, args.nordland_poses,
+    frames = sequence.load_sequence(args.images, args.poses, args.nordland_poses,
                                   parse_frame_range(args.frame_range))
     topic = args.topic or ("/camera/image_raw/compressed" if encoding in COMPRESSED_FORMATS else "/camera/image_raw")
-    stamps = bag_io.sequence_stamps_ns(frames, args.rate, args.start_stamp)
+    stamps = sequence.sequence_stamps_ns(frames, args.rate, args.start_stamp)
     count = write_bag(Path(args.out), frames, stamps, topic=topic, encoding=encoding, storage=args.storage,
                       odom_topic=args.odom_topic, frame_id=args.frame_id, odom_frame=args.odom_frame,
                       jpeg_quality=args.jpeg_quality)
@@ -77,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def write_bag(out: Path, frames: list[bag_io.Frame], stamps_ns: np.ndarray, *, topic: str, encoding: str,
+def write_bag(out: Path, frames: list[sequence.Frame], stamps_ns: np.ndarray, *, topic: str, encoding: str,
               storage: str = "sqlite3", odom_topic: str = "/odom", frame_id: str = "camera",
               odom_frame: str = "map", jpeg_quality: int = 90) -> int:
     """Write ``frames`` (and their poses, where known) as a rosbag2 at ``out``; returns the image count."""
@@ -102,12 +104,12 @@ def write_bag(out: Path, frames: list[bag_io.Frame], stamps_ns: np.ndarray, *, t
         image_conn = writer.add_connection(topic, image_type, typestore=store)
         odom_conn = (writer.add_connection(odom_topic, "nav_msgs/msg/Odometry", typestore=store)
                      if frames and frames[0].pose is not None else None)
-        for frame, stamp in tqdm(list(zip(frames, stamps_ns)), desc="writing bag", unit="img", leave=False):
-            header = _header(store, int(stamp), frame_id)
+        for frame, stamp in progress(list(zip(frames, stamps_ns)), desc="writing bag", unit="img", leave=False):
+            header = header_msg(store, int(stamp), frame_id)
             if odom_conn is not None:
-                odom = _odometry(store, _header(store, int(stamp), odom_frame), frame_id, frame.pose)
+                odom = odometry_msg(store, header_msg(store, int(stamp), odom_frame), frame_id, frame.pose)
                 writer.write(odom_conn, int(stamp), store.serialize_cdr(odom, odom_conn.msgtype))
-            msg = _image(store, header, read_rgb(frame.path), encoding, jpeg_quality)
+            msg = image_msg(store, header, read_rgb(frame.path), encoding, jpeg_quality)
             writer.write(image_conn, int(stamp), store.serialize_cdr(msg, image_type))
         writer.close()
         os.rename(staging / out.name, out)
@@ -116,12 +118,13 @@ def write_bag(out: Path, frames: list[bag_io.Frame], stamps_ns: np.ndarray, *, t
     return len(frames)
 
 
-def _header(store, stamp: int, frame_id: str):
-    time = store.types["builtin_interfaces/msg/Time"](sec=stamp // 1_000_000_000, nanosec=stamp % 1_000_000_000)
+def header_msg(store, stamp: int, frame_id: str):
+    sec, nanosec = split_ns(stamp)
+    time = store.types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec)
     return store.types["std_msgs/msg/Header"](stamp=time, frame_id=frame_id)
 
 
-def _image(store, header, rgb: np.ndarray, encoding: str, jpeg_quality: int):
+def image_msg(store, header, rgb: np.ndarray, encoding: str, jpeg_quality: int):
     if encoding in COMPRESSED_FORMATS:
         bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
         params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality] if encoding == "jpeg" else []
@@ -137,7 +140,7 @@ def _image(store, header, rgb: np.ndarray, encoding: str, jpeg_quality: int):
     return store.types["sensor_msgs/msg/Image"](header=header, **fields)
 
 
-def _odometry(store, header, child_frame_id: str, pose: np.ndarray):
+def odometry_msg(store, header, child_frame_id: str, pose: np.ndarray):
     t = store.types
     geometry = t["geometry_msgs/msg/Pose"](
         position=t["geometry_msgs/msg/Point"](x=float(pose[0]), y=float(pose[1]), z=float(pose[2])),

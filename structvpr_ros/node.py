@@ -13,10 +13,12 @@ next one arrives is dropped (counted), so nothing ever queues up behind a slow e
 A worker thread takes the newest frame and
   1. keyframe selection (message stamps; with odometry also distance) — frames too close
      to the last keyframe are skipped before they are even decoded;
-  2. decodes it (invalid messages are counted, logged throttled and skipped);
+  2. decodes it (invalid messages, images above ``max_pixels`` and uniform frames the
+     model cannot describe are counted, logged throttled and skipped);
   3. encodes it, queries the map (``structvpr_core.loop_closure.candidates``: top-k, threshold,
      recency exclusion in mapping mode, optional geometric verification, temporal
-     consistency);
+     consistency; with ``sequence_length`` > 1 the top-k are sequences of the last
+     keyframes retracing the map);
   4. mapping mode: adds it to the map as a keyframe (after the query, so it never
      matches itself); localization mode: the map stays as loaded;
   5. publishes ``~/loop_closure`` for every processed query — its candidates are the
@@ -24,12 +26,17 @@ A worker thread takes the newest frame and
      for an accepted loop closure, ``~/loop_closure_lio_sam``, ``~/relocalization``
      (localization mode, matched keyframe with a pose) and ``~/markers`` (query and
      match poses known).
-``query_id`` is the map id the query gets (mapping) or the node's query count
-(localization). Every per-query output has ``header.stamp`` = the image stamp.
+``query_id`` is the map id the query gets (mapping) or the image's number among all the
+images the node received, from 0 (localization: gaps are frames dropped or skipped; a
+player matches answers to images by it when their stamps are 0 or repeat). Every
+per-query output has ``header.stamp`` = the image stamp (its arrival time if it has none).
 
 Services: ``~/save_map`` (atomic write to ``map_dir``), ``~/reset_map`` (mapping mode).
 ``/diagnostics`` every ``diagnostics_period_s`` of wall time: rates, latency (message
-received -> outputs published), encoder time, dropped / invalid / skipped frames, map size.
+received -> outputs published), encoder time, dropped / invalid / skipped frames, processing
+errors, rejected odometry, map size. Level ERROR for a period with processing errors or in
+which frames arrived and none could be used; WARN for drops, invalid frames, bad odometry.
+Odometry with NaN values or a non-unit quaternion is rejected (counted) on arrival.
 """
 
 from __future__ import annotations
@@ -39,10 +46,8 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, fields
-from pathlib import Path
 
 import faiss
-import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseWithCovarianceStamped
@@ -50,6 +55,7 @@ from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.node import Node
 from rclpy.qos import QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
@@ -61,7 +67,7 @@ from visualization_msgs.msg import MarkerArray
 from structvpr_core.config import ConfigError
 from structvpr_core.loop_closure.geometry import extract_features
 from structvpr_core.loop_closure.candidates import KeyframeSelector, LoopDetector, PoseBuffer
-from structvpr_core.retrieval.map_database import MapDatabase, MapError, ModelIdentity
+from structvpr_core.retrieval.map_database import MapDatabase, MapError, ModelIdentity, open_map
 from structvpr_ros import outputs
 from structvpr_ros.image_conversion import ImageConversionError, message_to_rgb
 from structvpr_ros.node_config import NODE_NAME, config_from_parameters, parameter_defaults
@@ -79,6 +85,7 @@ class _Frame:
     msg: Image | CompressedImage
     received: float  # time.monotonic() in the callback, for the latency figure
     received_ros_ns: int  # node clock (sim time with use_sim_time) in the callback, for unstamped images
+    number: int  # images received before this one: its query_id in localization mode
 
 
 @dataclass
@@ -95,11 +102,14 @@ class _Stats:
     invalid: int = 0
     skipped: int = 0
     errors: int = 0
+    odometry_rejected: int = 0
     loop_closures: int = 0
     period_received: int = 0
     period_processed: int = 0
     period_dropped: int = 0
     period_invalid: int = 0
+    period_errors: int = 0
+    period_odometry_rejected: int = 0
     period_latency_ms_sum: float = 0.0
     period_latency_ms_max: float = 0.0
     period_encoder_ms_sum: float = 0.0
@@ -111,7 +121,7 @@ class _Stats:
         with self._lock:
             for name, value in increments.items():
                 setattr(self, name, getattr(self, name) + value)
-                if name in ("received", "processed", "dropped", "invalid"):
+                if hasattr(self, f"period_{name}"):
                     setattr(self, f"period_{name}", getattr(self, f"period_{name}") + value)
 
     def add_timing(self, latency_ms: float, encoder_ms: float) -> None:
@@ -134,18 +144,16 @@ class StructVPRNode(Node):
     def __init__(self, **node_kwargs):
         super().__init__(NODE_NAME, **node_kwargs)
         try:
-            self.config = self._declare_and_read_parameters()
+            self.config = cfg = self._declare_and_read_parameters()
             self._load_model_and_map()
+            self.detector = LoopDetector(self.db, cfg.loop_closure_config(), cfg.intrinsics())
+            self.keyframes = KeyframeSelector(cfg.keyframe_min_interval_s, cfg.keyframe_min_distance_m)
+            self.poses = PoseBuffer(cfg.odom_max_offset_s)
         except (ConfigError, OSError, ValueError, RuntimeError) as e:
             self.get_logger().fatal(f"refusing to start: {e}")
             self.destroy_node()
             raise StartupError(str(e)) from None
-        cfg = self.config
-        self.detector = LoopDetector(self.db, cfg.loop_closure_config(), cfg.intrinsics())
-        self.keyframes = KeyframeSelector(cfg.keyframe_min_interval_s, cfg.keyframe_min_distance_m)
-        self.poses = PoseBuffer(cfg.odom_max_offset_s)
         self.stats = _Stats()
-        self._query_count = 0
         self._map_lock = threading.RLock()  # worker (query + add) vs save/reset services
         self._frame_ready = threading.Condition()
         self._pending: _Frame | None = None
@@ -193,19 +201,17 @@ class StructVPRNode(Node):
         except (FileNotFoundError, ValueError) as e:
             raise ConfigError(f"model: {e}") from None
         identity = ModelIdentity.of_encoder(self.encoder, cfg.model)
-        map_dir = Path(cfg.map_dir) if cfg.map_dir else None
-        if map_dir is not None and (map_dir / "meta.json").is_file():
-            try:
-                self.db = MapDatabase.load(map_dir, expect_model=identity)
-            except MapError as e:
-                raise ConfigError(f"map_dir: {e}") from None
-            self._warn_if_unverifiable()
-        elif cfg.mode == "localization":
-            raise ConfigError(f"map_dir: localization mode needs an existing map, but {map_dir} holds none")
-        elif map_dir is not None and map_dir.exists() and (not map_dir.is_dir() or any(map_dir.iterdir())):
-            raise ConfigError(f"map_dir: {map_dir} exists and is not a map directory (no meta.json)")
-        else:
+        if not cfg.map_dir:
             self.db = MapDatabase(identity)
+            return
+        try:
+            self.db = open_map(cfg.map_dir, identity, create=cfg.mode == "mapping")
+        except MapError as e:
+            raise ConfigError(f"map_dir: {e}") from None
+        self._warn_if_unverifiable()
+        if cfg.sequence_length > 1 and self.db.index.kind != "flat":
+            raise ConfigError(f"sequence_length: sequence matching scores every keyframe and needs a map with "
+                              f"the flat index, {cfg.map_dir} has '{self.db.index.kind}'")
 
     def _warn_if_unverifiable(self) -> None:
         if self.config.verification == "off":
@@ -243,13 +249,18 @@ class StructVPRNode(Node):
     def _on_image(self, msg: Image | CompressedImage) -> None:
         with self._frame_ready:
             stale = self._pending is not None  # the worker is busy: the older frame is stale
+            number = self.stats.received  # only this callback counts images, under this lock
             self.stats.add(received=1, dropped=int(stale))
-            self._pending = _Frame(msg, time.monotonic(), self.get_clock().now().nanoseconds)
+            self._pending = _Frame(msg, time.monotonic(), self.get_clock().now().nanoseconds, number)
             self._frame_ready.notify()
 
     def _on_odometry(self, msg: Odometry) -> None:
         p, q = msg.pose.pose.position, msg.pose.pose.orientation
-        self.poses.add(outputs.stamp_to_ns(msg.header.stamp), np.array([p.x, p.y, p.z, q.x, q.y, q.z, q.w]))
+        try:
+            self.poses.add(outputs.stamp_to_ns(msg.header.stamp), [p.x, p.y, p.z, q.x, q.y, q.z, q.w])
+        except ValueError as e:  # stored, it would become NaN markers and [0,0,0,0] relocalizations
+            self.stats.add(odometry_rejected=1)
+            self.get_logger().warning(f"rejecting odometry: {e}", throttle_duration_sec=LOG_THROTTLE_S)
 
     def _on_save_map(self, request, response):
         if not self.config.map_dir:
@@ -312,26 +323,32 @@ class StructVPRNode(Node):
                 self.stats.add(skipped=1)
                 return
             try:
-                rgb = message_to_rgb(frame.msg)
+                rgb = message_to_rgb(frame.msg, cfg.max_pixels)
             except ImageConversionError as e:
-                self.stats.add(invalid=1)
-                self.get_logger().warning(f"skipping invalid image: {e}", throttle_duration_sec=LOG_THROTTLE_S)
+                self._skip_invalid(str(e))
                 return
             started = time.perf_counter()
             descriptor = self.encoder.encode([rgb])[0]
             encoder_ms = (time.perf_counter() - started) * 1e3
+            if not descriptor.any():  # raw-pixel on a uniform image: nothing to compare, faiss refuses it
+                self._skip_invalid(f"the {rgb.shape[1]}x{rgb.shape[0]} image is uniform (lens cap, darkness?): "
+                                   f"model {self.encoder.name} gives it no descriptor")
+                return
             features = extract_features(rgb, cfg.max_features) if cfg.verification != "off" else None
-            query_id = len(self.db) if mapping else self._query_count
+            query_id = len(self.db) if mapping else frame.number
             detection = self.detector.detect(descriptor, stamp_ns, exclude_recent=mapping, features=features)
             if mapping:
                 self.db.add(descriptor, stamp_ns, header.frame_id, pose=pose, features=features)
             self.keyframes.commit(stamp_ns, position)
-            self._query_count += 1
             accepted = detection.candidates if detection.loop_closed else []
             matches = [(c, self.db.keyframe(c.map_id)) for c in accepted]
-        self._publish(header, stamp_ns, query_id, pose, matches)
+        self._publish(header, stamp_ns, query_id, pose, matches, detection)
         self.stats.add(processed=1, loop_closures=int(bool(matches)))
         self.stats.add_timing((time.monotonic() - frame.received) * 1e3, encoder_ms)
+
+    def _skip_invalid(self, reason: str) -> None:
+        self.stats.add(invalid=1)
+        self.get_logger().warning(f"skipping invalid image: {reason}", throttle_duration_sec=LOG_THROTTLE_S)
 
     def _is_keyframe(self, stamp_ns: int, position) -> bool:
         if self.keyframes.last_stamp_ns is not None and stamp_ns < self.keyframes.last_stamp_ns:
@@ -341,9 +358,10 @@ class StructVPRNode(Node):
             self.detector.reset()
         return self.keyframes.accepts(stamp_ns, position)
 
-    def _publish(self, header: Header, stamp_ns: int, query_id: int, query_pose, matches) -> None:
+    def _publish(self, header: Header, stamp_ns: int, query_id: int, query_pose, matches, detection) -> None:
         cfg = self.config
-        self.pub_loop.publish(outputs.loop_closure_msg(header, query_id, matches))
+        self.pub_loop.publish(outputs.loop_closure_msg(header, query_id, matches, detection.sequence_length,
+                                                       detection.sequence_start_stamp_ns))
         if not matches:
             return
         best, keyframe = matches[0]
@@ -376,16 +394,23 @@ class StructVPRNode(Node):
             "frames_invalid": s["invalid"],
             "frames_skipped_not_keyframe": s["skipped"],
             "processing_errors": s["errors"],
+            "odometry_rejected": s["odometry_rejected"],
             "loop_closures": s["loop_closures"],
             "map_size": len(self.db),
             "mode": self.config.mode,
         }
-        problems = []
-        if s["period_dropped"]:
-            problems.append(f"{s['period_dropped']} frames dropped (processing slower than input)")
+        errors, warnings = [], []
+        if s["period_errors"]:  # a bug or a broken model, never normal input
+            errors.append(f"{s['period_errors']} frames failed with processing errors (see the log)")
         if s["period_invalid"]:
-            problems.append(f"{s['period_invalid']} invalid image messages")
-        self.pub_diag.publish(outputs.diagnostics_msg(self.get_clock().now().to_msg(), NODE_NAME, values, problems))
+            (warnings if s["period_processed"] else errors).append(
+                f"{s['period_invalid']} invalid image messages{'' if s['period_processed'] else ', none usable'}")
+        if s["period_dropped"]:
+            warnings.append(f"{s['period_dropped']} frames dropped (processing slower than input)")
+        if s["period_odometry_rejected"]:
+            warnings.append(f"{s['period_odometry_rejected']} odometry messages rejected (NaN or non-unit quaternion)")
+        self.pub_diag.publish(outputs.diagnostics_msg(self.get_clock().now().to_msg(), NODE_NAME, values,
+                                                      errors, warnings))
 
     # --- shutdown -----------------------------------------------------------------------------
     def destroy_node(self) -> None:
@@ -399,7 +424,11 @@ class StructVPRNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
+    try:
+        rclpy.init(args=args)
+    except rclpy_implementation.RCLError as e:  # e.g. a params file that is not valid ROS parameter YAML
+        print(f"[FATAL] [{NODE_NAME}]: refusing to start: bad ROS arguments: {e}", file=sys.stderr)
+        return 2
     try:
         node = StructVPRNode()
     except StartupError:  # already logged as FATAL with the reason

@@ -18,8 +18,13 @@ from typing import Literal
 from structvpr_core.config import ConfigError, from_dict
 from structvpr_core.loop_closure.geometry import CameraIntrinsics, GeometryConfig
 from structvpr_core.loop_closure.candidates import LoopClosureConfig
+from structvpr_core.retrieval.sequence import SequenceConfig, normalization_for
 
 NODE_NAME = "structvpr_node"
+# Longest duration a *_s parameter may have (~31 years): stamps minus it still fit int64 ns.
+MAX_DURATION_S = 1e9
+# Shortest /diagnostics period: faster only loads the executor the images arrive on.
+MIN_DIAGNOSTICS_PERIOD_S = 0.05
 # ROS base_link (x forward, y left, z up) -> camera optical frame (z forward, x right, y down)
 OPTICAL_FRAME_IN_BASE = (0.0, 0.0, 0.0, -0.5, 0.5, -0.5, 0.5)
 
@@ -34,7 +39,7 @@ def _p(default, help: str):
 @dataclass
 class NodeConfig:
     # --- model ---------------------------------------------------------------------
-    model: str = _p("raw-pixel", "descriptor model: checkpoint file, or baseline raw-pixel | random-mobilenetv2")
+    model: str = _p("raw-pixel", "descriptor model: checkpoint file, or baseline raw-pixel | random-mobilenetv2 | imagenet-mobilenetv2")
     input_width: int = _p(0, "image width fed to the network, 0 = the model's own input size")
     input_height: int = _p(0, "image height fed to the network, 0 = the model's own input size")
     device: Literal["auto", "cpu", "cuda"] = _p("auto", "torch device: auto (cuda when available) | cpu | cuda")
@@ -50,6 +55,8 @@ class NodeConfig:
     qos_reliability: Literal["reliable", "best_effort"] = _p(
         "reliable", "image subscription reliability (best_effort loses most large images)")
     qos_depth: int = _p(2, "image subscription queue depth; the node only ever processes the newest frame")
+    max_pixels: int = _p(
+        40_000_000, "larger images (width x height, read from the JPEG/PNG header before decoding) are rejected")
     # --- keyframe selection (message stamps, so it works with use_sim_time) -----------
     keyframe_min_interval_s: float = _p(0.5, "process a frame only if this long (stamp time) after the last keyframe")
     keyframe_min_distance_m: float = _p(0.0, "with odometry: also require moving this far since the last keyframe")
@@ -60,6 +67,18 @@ class NodeConfig:
     exclude_recent_s: float = _p(30.0, "mapping mode: ignore keyframes newer than query stamp minus this")
     consistency_k: int = _p(1, "consecutive agreeing queries needed before a loop closure is published")
     consistency_window: int = _p(3, "best candidates of consecutive queries agree if their map ids differ by <= this")
+    # --- sequence matching (structvpr_core.retrieval.sequence) ---------------------------
+    sequence_length: int = _p(1, "match the last L keyframes as a sequence; 1 = single-frame matching")
+    sequence_min_velocity: float = _p(0.8, "slowest sequence, map keyframes per query keyframe (0 = standing still)")
+    sequence_max_velocity: float = _p(1.25, "fastest sequence, map keyframes per query keyframe")
+    sequence_velocity_steps: int = _p(5, "velocities tried, evenly spaced from min to max")
+    sequence_reverse: bool = _p(False, "also match the map driven in the opposite direction")
+    sequence_normalization: Literal["auto", "none", "local_contrast"] = _p(
+        "auto", "similarity-row normalisation: auto = local_contrast for raw-pixel, none for learned models")
+    sequence_score_threshold: float = _p(
+        3.0, "minimum sequence score: standard deviations above the query's typical sequence")
+    sequence_candidates: Literal["sequence", "both"] = _p(
+        "sequence", "sequence: sequence matches only | both: then single-frame matches not already listed")
     # --- geometric verification (structvpr_core.loop_closure.geometry) ---------------------------
     verification: Literal["off", "annotate", "require"] = _p(
         "off", "ORB + essential matrix check: off | annotate (report inliers, pose) | require (drop unverified)")
@@ -82,6 +101,12 @@ class NodeConfig:
     diagnostics_period_s: float = _p(1.0, "period of /diagnostics (wall clock)")
 
     def __post_init__(self):
+        for f in fields(self):  # NaN passes every < / > check below, inf breaks stamp arithmetic
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{f.name} must be a finite number, got {value}")
+            if f.name.endswith("_s") and value > MAX_DURATION_S:
+                raise ConfigError(f"{f.name} must be <= {MAX_DURATION_S:g} s, got {value}")
         if not self.model:
             raise ConfigError("model must name a checkpoint file or a baseline (raw-pixel, random-mobilenetv2)")
         if self.input_width < 0 or self.input_height < 0 or (self.input_width == 0) != (self.input_height == 0):
@@ -96,11 +121,15 @@ class NodeConfig:
             raise ConfigError(f"cpu_threads must be >= 0, got {self.cpu_threads}")
         if not 1 <= self.qos_depth <= 100:
             raise ConfigError(f"qos_depth must be in 1..100, got {self.qos_depth}")
+        if self.max_pixels < 1:
+            raise ConfigError(f"max_pixels must be >= 1, got {self.max_pixels}")
+        if self.diagnostics_period_s < MIN_DIAGNOSTICS_PERIOD_S:
+            raise ConfigError(f"diagnostics_period_s must be >= {MIN_DIAGNOSTICS_PERIOD_S}, "
+                              f"got {self.diagnostics_period_s}")
         for name in ("keyframe_min_interval_s", "keyframe_min_distance_m"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("odom_max_offset_s", "relocalization_position_std_m",
-                     "relocalization_orientation_std_rad", "diagnostics_period_s"):
+        for name in ("odom_max_offset_s", "relocalization_position_std_m", "relocalization_orientation_std_rad"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
         intrinsics = (self.camera_fx, self.camera_fy, self.camera_cx, self.camera_cy)
@@ -121,10 +150,18 @@ class NodeConfig:
     def loop_closure_config(self) -> LoopClosureConfig:
         geometry = GeometryConfig(max_features=self.max_features, ratio_test=self.ratio_test,
                                   ransac_threshold_px=self.ransac_threshold_px, min_inliers=self.min_inliers)
+        normalization = (normalization_for(self.model) if self.sequence_normalization == "auto"
+                         else self.sequence_normalization)
+        sequence = SequenceConfig(length=self.sequence_length, min_velocity=self.sequence_min_velocity,
+                                  max_velocity=self.sequence_max_velocity,
+                                  velocity_steps=self.sequence_velocity_steps, reverse=self.sequence_reverse,
+                                  normalization=normalization)
         return LoopClosureConfig(top_k=self.top_k, score_threshold=self.score_threshold,
                                  exclude_recent_s=self.exclude_recent_s, consistency_k=self.consistency_k,
                                  consistency_window=self.consistency_window, verification=self.verification,
-                                 geometry=geometry)
+                                 geometry=geometry, sequence=sequence,
+                                 sequence_score_threshold=self.sequence_score_threshold,
+                                 sequence_candidates=self.sequence_candidates)
 
     def intrinsics(self) -> CameraIntrinsics | None:
         if not self.camera_fx:

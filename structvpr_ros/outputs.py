@@ -23,18 +23,10 @@ from visualization_msgs.msg import Marker, MarkerArray
 from structvpr_core.loop_closure.geometry import Verification
 from structvpr_core.loop_closure.candidates import NS_PER_S, Candidate
 from structvpr_core.retrieval.map_database import Keyframe
+from structvpr_ros.stamps import ns_to_stamp, stamp_to_ns  # noqa: F401  (stamp_to_ns: the node's, via outputs)
 
 # PoseWithCovariance marks "unknown" covariance entries this way (see LoopCandidate.msg)
 UNKNOWN_VARIANCE = -1.0
-
-
-# --- time -------------------------------------------------------------------------------
-def stamp_to_ns(stamp: Time) -> int:
-    return int(stamp.sec) * NS_PER_S + int(stamp.nanosec)
-
-
-def ns_to_stamp(ns: int) -> Time:
-    return Time(sec=int(ns // NS_PER_S), nanosec=int(ns % NS_PER_S))
 
 
 # --- pose algebra -------------------------------------------------------------------------
@@ -128,11 +120,20 @@ def relative_pose_msg(v: Verification) -> PoseWithCovariance:
     return msg
 
 
-def loop_closure_msg(header: Header, query_id: int, matches: list[tuple[Candidate, Keyframe]]) -> LoopClosure:
-    msg = LoopClosure(header=header, query_id=int(query_id), query_stamp=header.stamp)
+def loop_closure_msg(header: Header, query_id: int, matches: list[tuple[Candidate, Keyframe]],
+                     sequence_length: int, sequence_start_stamp_ns: int) -> LoopClosure:
+    """The sequence spans ``sequence_length`` queries (consecutive ids up to ``query_id``) from the given stamp."""
+    msg = LoopClosure(header=header, query_id=int(query_id), query_stamp=header.stamp,
+                      sequence_length=int(sequence_length), sequence_start_query_id=int(query_id) - (sequence_length - 1),
+                      sequence_start_stamp=ns_to_stamp(sequence_start_stamp_ns))
     for candidate, keyframe in matches:
         c = LoopCandidate(map_id=int(candidate.map_id), stamp=ns_to_stamp(keyframe.stamp_ns),
-                          frame_id=keyframe.frame_id, score=float(candidate.score))
+                          frame_id=keyframe.frame_id, score=float(candidate.score),
+                          sequence_start_map_id=int(candidate.map_id))
+        if candidate.sequence is not None:
+            c.sequence_match = True
+            c.sequence_start_map_id = int(candidate.sequence.start_map_id)
+            c.sequence_velocity = float(candidate.sequence.velocity)
         v = candidate.verification
         c.inliers = -1 if v is None else int(v.inliers)
         c.verified = bool(v is not None and v.verified)
@@ -166,12 +167,15 @@ def loop_markers(stamp: Time, frame_id: str, query_id: int, query_pose7, match_p
     return MarkerArray(markers=[line])
 
 
-def diagnostics_msg(stamp: Time, name: str, values: dict[str, float | int | str], problems: list[str]) -> DiagnosticArray:
+def diagnostics_msg(stamp: Time, name: str, values: dict[str, float | int | str],
+                    errors: list[str], warnings: list[str]) -> DiagnosticArray:
+    """One status: ERROR if there are ``errors``, else WARN if ``warnings``, else OK; the message lists them."""
+    level = DiagnosticStatus.ERROR if errors else DiagnosticStatus.WARN if warnings else DiagnosticStatus.OK
     status = DiagnosticStatus(
-        level=DiagnosticStatus.WARN if problems else DiagnosticStatus.OK,
+        level=level,
         name=name,
         hardware_id=name,
-        message="; ".join(problems) if problems else "OK",
+        message="; ".join(errors + warnings) or "OK",
         values=[KeyValue(key=k, value=f"{v:.2f}" if isinstance(v, float) else str(v)) for k, v in values.items()],
     )
     return DiagnosticArray(header=Header(stamp=stamp), status=[status])

@@ -1,26 +1,33 @@
-"""``structvpr replay``: play a rosbag2 into the live node and score the loop closures it publishes.
+"""``structvpr replay``: play a bag into the live node and score the loop closures it publishes.
 
 What happens:
-1. The bag is indexed (image stamps, odometry poses) with rosbags.
+1. The bag (a rosbag2 directory or a ROS 1 ``.bag`` file) is indexed with rosbags: the
+   stamp of every image (its header stamp; its record time when the header stamp is 0,
+   as the node then uses its arrival time) and the odometry pose nearest it within the
+   node's ``odom_max_offset_s``.
 2. The real ``StructVPRNode`` starts in localization mode against ``--map`` — in this
    process on its own executor thread (default), or as a separate process
    (``--separate-process``, ``python -m structvpr_ros.node``) — with ``--params``
    plus the overrides listed below.
 3. The bag's image and odometry messages are published on their topics (RELIABLE QoS,
-   the bag's CDR bytes as they are, like ``ros2 bag play``), each preceded by
-   ``/clock`` (rosgraph_msgs/Clock) at the message's bag time; the node runs with
-   ``use_sim_time``. Every ``LoopClosure`` on ``/structvpr_node/loop_closure`` is
-   recorded and matched to its image by stamp.
+   the bag's CDR bytes as they are, like ``ros2 bag play``; ROS 1 data converted to
+   CDR), each preceded by ``/clock`` (rosgraph_msgs/Clock) at the message's bag time;
+   the node runs with ``use_sim_time``. Every ``LoopClosure`` on
+   ``/structvpr_node/loop_closure`` is recorded and matched to its image: by header
+   stamp when every image has its own non-zero stamp, else (stamps 0 or repeated) by
+   ``query_id``, which in localization mode is the image's number among those the node
+   received — checked against the node's received count and every non-zero stamp.
 4. Metrics against ground truth: from poses (the bag's odometry at each image stamp vs
    the map keyframes' poses; a candidate is correct when within ``--gt-radius``), or
-   from a ground-truth CSV ``query_stamp_ns,map_id`` (one row per correct pair).
-   Reported: Recall@N (N up to the node's top_k), the precision-recall curve over the
-   top-1 candidate score with its AUC (average precision) and recall at 100%
-   precision, and the precision/recall at the params file's score_threshold. Frames the
-   node never answered count as misses.
+   from a ground-truth CSV ``query_stamp_ns,map_id`` (one row per correct pair), or
+   none (``--gt none``: a bag without odometry or ground truth is replayed and reported,
+   not scored). Reported: Recall@N (N up to the node's top_k), the precision-recall
+   curve over the top-1 candidate score with its AUC (average precision) and recall at
+   100% precision, and the precision/recall at the params file's score_threshold.
+   Frames the node never answered count as misses.
 5. Frames sent vs answered (drops), round-trip latency (image published -> its
-   LoopClosure received), the node's own counters from /diagnostics; JSON report and
-   PR-curve PNG.
+   LoopClosure received), the candidates published for every image, the node's own
+   counters from /diagnostics; JSON report and PR-curve PNG.
 
 Pacing. Messages are published at the bag's pace times ``--rate-scale`` (2 = twice as
 fast; 0 = no pacing). With ``--max-in-flight N`` (default 1) an image is published only
@@ -33,8 +40,10 @@ drops are measured. An image unanswered after ``--answer-timeout`` seconds is gi
 Node parameters forced by replay (the rest come from ``--params``): mode=localization,
 map_dir, model, input size (``--resize``, default: the size the map was built with),
 device, image/compressed/odometry topics (the bag's), use_sim_time=true,
-score_threshold=-1 (the PR curve sweeps the threshold instead), and
-keyframe_min_interval_s=keyframe_min_distance_m=0 (every frame is a query).
+score_threshold=-1 and sequence_score_threshold=-1e9 (the PR curve sweeps the threshold
+instead), keyframe_min_interval_s=keyframe_min_distance_m=0 (every frame is a query), and
+the sequence options (``--sequence-length`` etc., as in ``structvpr eval``; length 1 =
+single-frame). With sequences the PR curve sweeps the top-1 sequence score.
 
 Example:
     structvpr replay --bag winter.bag --map summer_map --model raw-pixel --gt-radius 10 0 \\
@@ -54,26 +63,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from structvpr_core.config import load_yaml
 from structvpr_core.io_utils import atomic_write_text
 from structvpr_core.retrieval.map_database import MapDatabase
 from structvpr_core.evaluation.metrics import plot_pr, pr_auc, pr_curve, recall_at_100_precision, recall_at_n
 from structvpr_core.paths import REPO_ROOT
+from structvpr_core.progress import progress
+from structvpr_ros.stamps import ns_to_stamp, stamp_to_ns
 from structvpr_ros import bag_io
-from structvpr_core.cli import parse_size
+from structvpr_core.cli import add_sequence_arguments, parse_size, sequence_config_from_args
 
 NODE_NAME = "structvpr_node"
 LOOP_TOPIC = f"/{NODE_NAME}/loop_closure"
 DEFAULT_PARAMS = REPO_ROOT / "config" / "structvpr.yaml"
 RECALL_NS = (1, 5, 10, 20)
-# the node pairs an image with the odometry nearest its stamp within this offset; so do we
-ODOM_MAX_OFFSET_NS = 100_000_000
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--bag", required=True, help="rosbag2 directory (images, optionally odometry)")
+    parser.add_argument("--bag", required=True,
+                        help="rosbag2 directory or ROS 1 .bag file (images, optionally odometry)")
     parser.add_argument("--map", required=True, help="map directory (structvpr build-map)")
     parser.add_argument("--model", required=True, help="checkpoint file, or baseline raw-pixel | random-mobilenetv2")
     parser.add_argument("--params", default=str(DEFAULT_PARAMS), help="node parameters YAML (default config/structvpr.yaml)")
@@ -88,13 +97,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--answer-timeout", type=float, default=10.0,
                         help="seconds to wait for an image's answer before giving it up (default 10)")
     parser.add_argument("--gt", default="poses",
-                        help="'poses' (bag odometry vs map poses) or a CSV file query_stamp_ns,map_id")
+                        help="'poses' (bag odometry vs map poses), a CSV file query_stamp_ns,map_id, or 'none' "
+                             "(replay and report latency, drops and candidates without scoring)")
     parser.add_argument("--gt-radius", type=float, nargs="+", default=[25.0],
                         help="pose ground truth: correct if within this distance; several values = several "
                              "reports (default 25; Nordland frame units: 10 = soft, 0 = exact frame)")
     parser.add_argument("--separate-process", action="store_true", help="run the node as its own process")
     parser.add_argument("--out", default="replay_report.json", help="JSON report (default replay_report.json)")
     parser.add_argument("--plot", help="PR-curve PNG (default: next to --out, <stem>_pr.png)")
+    add_sequence_arguments(parser)
 
 
 # ------------------------------------------------------------------ bag index
@@ -102,50 +113,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 @dataclass
 class BagIndex:
-    image_topic: str
+    image_topic: str  # as the bag spells it
     image_type: str
     odom_topic: str | None
-    stamps_ns: list[int]  # header stamp of each image, bag order
-    poses: list[np.ndarray | None]  # odometry pose at each image stamp (None: none within 0.1 s)
+    stamps_ns: list[int]  # per image, bag order: header stamp, or record time when that is 0
+    stamped: list[bool]  # per image: its header stamp is not 0
+    poses: list[np.ndarray | None]  # odometry pose nearest each image stamp (None: none within the offset)
+    odom_max_offset_s: float
     duration_s: float
 
+    @property
+    def match_by_stamp(self) -> bool:
+        """Answers carry the image stamp; it identifies the image when no two share one and none is 0."""
+        return all(self.stamped) and len(set(self.stamps_ns)) == len(self.stamps_ns)
 
-def index_bag(path: Path, image_topic: str | None, odom_topic: str | None) -> BagIndex:
+
+def index_bag(path: Path, image_topic: str | None, odom_topic: str | None, odom_max_offset_s: float) -> BagIndex:
     with bag_io.open_bag(path) as reader:
-        image_topic = image_topic or _only_topic(reader, bag_io.IMAGE_TYPES, "image", required=True)
-        odom_topic = odom_topic or _only_topic(reader, bag_io.ODOMETRY_TYPES, "odometry", required=False)
+        image_topic = _bag_topic(reader, image_topic, bag_io.IMAGE_TYPES, "image", required=True)
+        odom_topic = _bag_topic(reader, odom_topic, bag_io.ODOMETRY_TYPES, "odometry", required=False)
+        image_type = bag_io.topic_connections(reader, image_topic, bag_io.IMAGE_TYPES)[0].msgtype
         duration_s = reader.duration / 1e9
-    image_type, stamps = bag_io.read_image_stamps(path, image_topic)
-    if not stamps:
+    images = [(m.stamp_ns, m.header_ns) for m in bag_io.image_messages(path, image_topic)]
+    if not images:
         raise ValueError(f"{path}: topic {image_topic} has no messages")
-    if len(set(stamps)) != len(stamps):
-        raise ValueError(f"{path}: several images on {image_topic} share a header stamp; "
-                         "loop closures are matched to images by stamp")
-    odometry = bag_io.read_odometry(path, odom_topic) if odom_topic else {}
-    return BagIndex(image_topic, image_type, odom_topic, stamps, _poses_at(stamps, odometry), duration_s)
+    stamps = [s for s, _ in images]
+    odometry = bag_io.read_odometry(path, odom_topic, odom_max_offset_s) if odom_topic else None
+    poses = [odometry.pose_at(s) if odometry is not None else None for s in stamps]
+    return BagIndex(image_topic, image_type, odom_topic, stamps, [h != 0 for _, h in images], poses,
+                    odom_max_offset_s, duration_s)
 
 
-def _only_topic(reader, types: tuple[str, ...], what: str, required: bool) -> str | None:
+def _bag_topic(reader, topic: str | None, types: tuple[str, ...], what: str, required: bool) -> str | None:
+    """The bag's spelling of ``topic`` (checked), or its only topic of ``types``."""
+    if topic is not None:
+        return bag_io.topic_connections(reader, topic, types)[0].topic
     topics = sorted({c.topic for c in reader.connections if c.msgtype in types})
     if len(topics) == 1:
         return topics[0]
     if not topics and not required:
         return None
-    raise ValueError(f"{reader.path}: {'no' if not topics else 'several'} {what} topics "
+    raise ValueError(f"{reader.paths[0]}: {'no' if not topics else 'several'} {what} topics "
                      f"({', '.join(topics) or 'none'}); choose one with --{'topic' if what == 'image' else 'odom-topic'}")
-
-
-def _poses_at(stamps: list[int], odometry: dict[int, np.ndarray]) -> list[np.ndarray | None]:
-    if not odometry:
-        return [None] * len(stamps)
-    odom_stamps = np.array(sorted(odometry))
-    out = []
-    for s in stamps:
-        i = int(np.searchsorted(odom_stamps, s))
-        near = [j for j in (i - 1, i) if 0 <= j < len(odom_stamps)]
-        best = min(near, key=lambda j: abs(odom_stamps[j] - s))
-        out.append(odometry[int(odom_stamps[best])] if abs(odom_stamps[best] - s) <= ODOM_MAX_OFFSET_NS else None)
-    return out
 
 
 # ------------------------------------------------------------------ ground truth + metrics
@@ -154,6 +163,8 @@ def _poses_at(stamps: list[int], odometry: dict[int, np.ndarray]) -> list[np.nda
 @dataclass
 class Answer:
     received: float  # time.monotonic()
+    stamp_ns: int  # LoopClosure header stamp: the image's (its arrival time when it had none)
+    query_id: int  # in localization mode, the image's number among those the node received
     candidates: list[tuple[int, float]]  # (map id, score), best first
 
 
@@ -165,11 +176,13 @@ def ground_truth_from_poses(index: BagIndex, db: MapDatabase, radius: float) -> 
     if missing:
         where = f"odometry on {index.odom_topic}" if index.odom_topic else "an odometry topic"
         raise ValueError(f"--gt poses: {missing} of {len(index.poses)} images have no pose ({where} within "
-                         f"0.1 s of their stamp); make the bag with poses or give --gt FILE")
+                         f"{index.odom_max_offset_s:g} s of their stamp); make the bag with poses, give --gt FILE, "
+                         f"or replay without scoring with --gt none")
     map_xyz = db.poses[:, :3]
     known = ~np.isnan(map_xyz).any(axis=1)
     if not known.any():
-        raise ValueError("--gt poses: the map's keyframes have no poses; build it with poses or give --gt FILE")
+        raise ValueError("--gt poses: the map's keyframes have no poses; build it with poses, give --gt FILE, "
+                         "or replay without scoring with --gt none")
     ids = np.flatnonzero(known)
     out = []
     for pose in index.poses:
@@ -179,7 +192,10 @@ def ground_truth_from_poses(index: BagIndex, db: MapDatabase, radius: float) -> 
 
 
 def ground_truth_from_file(path: Path, index: BagIndex, db: MapDatabase) -> list[np.ndarray]:
-    """CSV ``query_stamp_ns,map_id``: one row per correct (query image, map keyframe) pair."""
+    """CSV ``query_stamp_ns,map_id``: one row per correct (query image, map keyframe) pair.
+
+    A stamp names every image with that stamp (the index's: record time for unstamped ones).
+    """
     import csv
 
     if not path.is_file():
@@ -246,6 +262,7 @@ def score(positives: list[np.ndarray], answers: list[Answer | None], top_k: int,
 def node_overrides(args, index: BagIndex, db: MapDatabase) -> dict:
     size = parse_size(args.resize) if args.resize else db.model.input_size
     compressed = index.image_type.endswith("CompressedImage")
+    sequence = sequence_config_from_args(args, args.model)
     return {
         "mode": "localization",
         "map_dir": str(Path(args.map).absolute()),
@@ -260,6 +277,13 @@ def node_overrides(args, index: BagIndex, db: MapDatabase) -> dict:
         "score_threshold": -1.0,
         "keyframe_min_interval_s": 0.0,
         "keyframe_min_distance_m": 0.0,
+        "sequence_length": sequence.length,
+        "sequence_min_velocity": sequence.min_velocity,
+        "sequence_max_velocity": sequence.max_velocity,
+        "sequence_velocity_steps": sequence.velocity_steps,
+        "sequence_reverse": sequence.reverse,
+        "sequence_normalization": sequence.normalization,
+        "sequence_score_threshold": -1e9,
     }
 
 
@@ -323,18 +347,23 @@ class NodeProcess:
 
 @dataclass
 class Recorder:
-    """LoopClosure answers and /diagnostics, filled by the player's executor thread."""
+    """LoopClosure answers and /diagnostics, filled by the player's executor thread.
 
+    Answers are keyed by header stamp (``by_stamp``) or by ``query_id`` (the node's image
+    number in localization mode), whichever identifies the images being played.
+    """
+
+    by_stamp: bool = True
     answers: dict[int, Answer] = field(default_factory=dict)
     diagnostics: dict[str, int | float | str] | None = None
     diagnostics_at: float = 0.0
     changed: threading.Condition = field(default_factory=threading.Condition)
 
     def on_loop_closure(self, msg) -> None:
-        stamp = int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
+        answer = Answer(time.monotonic(), stamp_to_ns(msg.header.stamp), int(msg.query_id),
+                        [(int(c.map_id), float(c.score)) for c in msg.candidates])
         with self.changed:
-            self.answers.setdefault(stamp, Answer(time.monotonic(), [(int(c.map_id), float(c.score))
-                                                                    for c in msg.candidates]))
+            self.answers.setdefault(answer.stamp_ns if self.by_stamp else answer.query_id, answer)
             self.changed.notify_all()
 
     def on_diagnostics(self, msg) -> None:
@@ -355,116 +384,173 @@ def _number_or_text(value: str):
     return value
 
 
+class ReplaySession:
+    """A player and one warm node on a private rclpy context: what replay and the node benchmark share.
+
+    The player publishes images (``compressed``: CompressedImage) on ``image_topic``,
+    Odometry on ``odom_topic`` and ``/clock``, and records the node's LoopClosure and
+    /diagnostics messages in ``recorder``; it spins on its own executor thread. The node
+    runs in this process (own executor thread) or as its own process. ``with`` returns once
+    the node is subscribed to the images and its loop-closure publisher reaches the player.
+    """
+
+    def __init__(self, params_file: Path, overrides: dict, *, image_topic: str, compressed: bool,
+                 recorder: Recorder, odom_topic: str | None = None, separate_process: bool = False,
+                 log_path: Path | None = None, startup_timeout_s: float = 120.0):
+        if separate_process and log_path is None:
+            raise ValueError("a separate node process needs a log path")
+        self.params_file, self.overrides, self.recorder = params_file, overrides, recorder
+        self.image_topic, self.compressed, self.odom_topic = image_topic, compressed, odom_topic
+        self.separate_process, self.log_path, self.startup_timeout_s = separate_process, log_path, startup_timeout_s
+        self.node = self.player = self.executor = self.context = None
+        self.startup_s = float("nan")
+
+    def __enter__(self) -> ReplaySession:
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+        from nav_msgs.msg import Odometry
+        from rclpy.context import Context
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+        from rosgraph_msgs.msg import Clock
+        from sensor_msgs.msg import CompressedImage, Image
+        from structvpr_msgs.msg import LoopClosure
+
+        reliable = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE)
+        self.context = Context()
+        rclpy.init(context=self.context)
+        try:
+            self.player = rclpy.create_node("structvpr_replay", context=self.context)
+            self.player.create_subscription(LoopClosure, LOOP_TOPIC, self.recorder.on_loop_closure, reliable)
+            self.player.create_subscription(DiagnosticArray, "/diagnostics", self.recorder.on_diagnostics, reliable)
+            image_cls = CompressedImage if self.compressed else Image
+            self.publishers = {self.image_topic: self.player.create_publisher(image_cls, self.image_topic, reliable)}
+            if self.odom_topic:
+                self.publishers[self.odom_topic] = self.player.create_publisher(Odometry, self.odom_topic, reliable)
+            self._clock_pub, self._clock_cls = self.player.create_publisher(Clock, "/clock", reliable), Clock
+            self.executor = SingleThreadedExecutor(context=self.context)
+            self.executor.add_node(self.player)
+            threading.Thread(target=self.executor.spin, name="replay_executor", daemon=True).start()
+            started = time.monotonic()
+            self.node = (NodeProcess(self.params_file, self.overrides, self.log_path) if self.separate_process
+                         else InProcessNode(self.context, self.params_file, self.overrides))
+            self._wait_for_node()
+            self.startup_s = time.monotonic() - started
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def image_pub(self):
+        return self.publishers[self.image_topic]
+
+    def publish_clock(self, ns: int) -> None:
+        self._clock_pub.publish(self._clock_cls(clock=ns_to_stamp(ns)))
+
+    def close(self) -> None:
+        import rclpy
+
+        if self.node is not None:
+            self.node.stop()
+        if self.executor is not None:
+            self.executor.shutdown()
+        if self.player is not None:
+            self.player.destroy_node()
+        if self.context is not None:
+            rclpy.try_shutdown(context=self.context)
+        self.node = self.player = self.executor = self.context = None
+
+    def _wait_for_node(self) -> None:
+        """Until the node subscribes to the images and its loop-closure publisher reaches us."""
+        deadline = time.monotonic() + self.startup_timeout_s
+        while time.monotonic() < deadline:
+            self.node.check_alive()
+            if self.image_pub.get_subscription_count() > 0 and self.player.count_publishers(LOOP_TOPIC) > 0:
+                time.sleep(0.5)  # discovery is two-way: let the node's side match our publisher as well
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"the node did not come up within {self.startup_timeout_s:.0f} s "
+                           f"(no subscriber on {self.image_pub.topic_name})")
+
+
 def play(args, bag: Path, index: BagIndex, params_file: Path, overrides: dict, log_path: Path,
          diagnostics_period_s: float) -> dict:
-    """Start the node, publish the bag, collect answers. Returns the raw timings and answers."""
-    import rclpy
-    from diagnostic_msgs.msg import DiagnosticArray
-    from nav_msgs.msg import Odometry
-    from rclpy.context import Context
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-    from rosgraph_msgs.msg import Clock
-    from sensor_msgs.msg import CompressedImage, Image
-    from structvpr_msgs.msg import LoopClosure
-
-    reliable = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE)
-    context = Context()
-    rclpy.init(context=context)
-    node = player = executor = None
-    try:
-        player = rclpy.create_node("structvpr_replay", context=context)
-        recorder = Recorder()
-        player.create_subscription(LoopClosure, LOOP_TOPIC, recorder.on_loop_closure, reliable)
-        player.create_subscription(DiagnosticArray, "/diagnostics", recorder.on_diagnostics, reliable)
-        image_cls = CompressedImage if index.image_type.endswith("CompressedImage") else Image
-        publishers = {index.image_topic: player.create_publisher(image_cls, index.image_topic, reliable)}
-        if index.odom_topic:
-            publishers[index.odom_topic] = player.create_publisher(Odometry, index.odom_topic, reliable)
-        clock_pub = player.create_publisher(Clock, "/clock", reliable)
-        executor = SingleThreadedExecutor(context=context)
-        executor.add_node(player)
-        threading.Thread(target=executor.spin, name="replay_executor", daemon=True).start()
-
-        started = time.monotonic()
-        node = (NodeProcess(params_file, overrides, log_path) if args.separate_process
-                else InProcessNode(context, params_file, overrides))
-        _wait_for_node(node, player, publishers[index.image_topic], timeout=120.0)
-        startup_s = time.monotonic() - started
-
-        sent: dict[int, float] = {}
+    """Start the node, publish the bag, collect answers. Returns the raw timings and answers (bag order)."""
+    recorder = Recorder(by_stamp=index.match_by_stamp)
+    keys = index.stamps_ns if index.match_by_stamp else list(range(len(index.stamps_ns)))
+    with ReplaySession(params_file, overrides, image_topic=index.image_topic, recorder=recorder,
+                       compressed=index.image_type.endswith("CompressedImage"), odom_topic=index.odom_topic,
+                       separate_process=args.separate_process, log_path=log_path) as session:
+        sent: list[float] = []  # publish time of each image, bag order
         t0 = time.monotonic()
-        _publish_bag(args, bag, index, publishers, clock_pub, recorder, sent, node)
+        _publish_bag(args, bag, index, session, keys, sent)
         with recorder.changed:  # the last answers
-            recorder.changed.wait_for(lambda: set(sent) <= set(recorder.answers), timeout=args.answer_timeout)
-        node.check_alive()  # a node that died mid-run must not pass for one that dropped frames
+            recorder.changed.wait_for(lambda: set(keys[: len(sent)]) <= set(recorder.answers),
+                                      timeout=args.answer_timeout)
+        session.node.check_alive()  # a node that died mid-run must not pass for one that dropped frames
         # playback ends with the last image sent or answered (not with the wait for lost ones)
-        last = max([a.received for a in recorder.answers.values()] + list(sent.values()))
-        playback_s = last - t0
+        last = max([a.received for a in recorder.answers.values()] + sent)
         # the node's diagnostics are periodic: take one issued after the last answer
         with recorder.changed:
             recorder.changed.wait_for(lambda: recorder.diagnostics_at > last, timeout=diagnostics_period_s + 2.0)
-        return {"sent": sent, "answers": dict(recorder.answers), "diagnostics": recorder.diagnostics,
-                "startup_s": startup_s, "playback_s": playback_s}
-    finally:
-        if node is not None:
-            node.stop()
-        if executor is not None:
-            executor.shutdown()
-        if player is not None:
-            player.destroy_node()
-        rclpy.try_shutdown(context=context)
+            answers = [recorder.answers.get(k) for k in keys]
+            diagnostics = recorder.diagnostics
+    if not index.match_by_stamp:
+        _check_numbering(index, answers, len(sent), diagnostics)
+    return {"sent": sent, "answers": answers, "diagnostics": diagnostics, "startup_s": session.startup_s,
+            "playback_s": last - t0}
 
 
-def _wait_for_node(node, player, image_pub, timeout: float) -> None:
-    """Until the node subscribes to the images and its loop-closure publisher reaches us."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        node.check_alive()
-        if image_pub.get_subscription_count() > 0 and player.count_publishers(LOOP_TOPIC) > 0:
-            time.sleep(0.5)  # discovery is two-way: let the node's side match our publisher as well
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"the node did not come up within {timeout:.0f} s (no subscriber on {image_pub.topic_name})")
+def _check_numbering(index: BagIndex, answers: list[Answer | None], sent: int, diagnostics: dict | None) -> None:
+    """Matching by query_id assumes the node numbered the images in the order sent: prove it or refuse."""
+    received = None if diagnostics is None else diagnostics.get("frames_received")
+    if received is not None and received != sent:
+        raise ValueError(f"the node received {received} of the {sent} images sent (lost before its callback), "
+                         f"so its answers cannot be matched to images whose stamps are 0 or repeat; "
+                         f"replay with --max-in-flight 1 (the default)")
+    for k, a in enumerate(answers):
+        if a is not None and index.stamped[k] and a.stamp_ns != index.stamps_ns[k]:
+            raise ValueError(f"the answer numbered {k} carries stamp {a.stamp_ns} ns but image #{k} has "
+                             f"{index.stamps_ns[k]} ns: the node numbered the images differently")
 
 
-def _publish_bag(args, bag, index, publishers, clock_pub, recorder, sent, node) -> None:
-    from builtin_interfaces.msg import Time
-    from rosgraph_msgs.msg import Clock
-
-    stamps = iter(index.stamps_ns)
-    awaiting: list[tuple[int, float]] = []  # (stamp, sent) of images not yet answered nor given up
+def _publish_bag(args, bag: Path, index: BagIndex, session: ReplaySession, keys: list[int],
+                 sent: list[float]) -> None:
+    awaiting: list[tuple[int, float]] = []  # (key, sent) of images not yet answered nor given up
     prev_log = prev_wall = None
-    with bag_io.open_bag(bag) as reader, tqdm(total=len(index.stamps_ns), desc="replaying", unit="img") as bar:
-        conns = [c for c in reader.connections if c.topic in publishers]
+    with bag_io.open_bag(bag) as reader, progress(total=len(keys), desc="replaying", unit="img") as bar:
+        conns = [c for c in reader.connections if c.topic in session.publishers]
         for conn, log_ns, raw in reader.messages(connections=conns):
             if args.rate_scale > 0 and prev_log is not None:
                 time.sleep(max(0.0, prev_wall + (log_ns - prev_log) / 1e9 / args.rate_scale - time.monotonic()))
             is_image = conn.topic == index.image_topic
-            if is_image:
-                stamp = next(stamps)
-                if args.max_in_flight > 0:
-                    _wait_for_answers(recorder, awaiting, args.max_in_flight, args.answer_timeout, node)
-            clock_pub.publish(Clock(clock=Time(sec=log_ns // 1_000_000_000, nanosec=log_ns % 1_000_000_000)))
-            publishers[conn.topic].publish(bytes(raw))
+            if is_image and args.max_in_flight > 0:
+                _wait_for_answers(session, awaiting, args.max_in_flight, args.answer_timeout)
+            session.publish_clock(log_ns)
+            session.publishers[conn.topic].publish(bag_io.cdr_bytes(reader, conn, raw))
             prev_log, prev_wall = log_ns, time.monotonic()
             if is_image:
-                sent[stamp] = prev_wall
-                awaiting.append((stamp, prev_wall))
+                awaiting.append((keys[len(sent)], prev_wall))
+                sent.append(prev_wall)
                 bar.update()
 
 
-def _wait_for_answers(recorder: Recorder, awaiting: list[tuple[int, float]], max_in_flight: int,
-                      timeout: float, node) -> None:
+def _wait_for_answers(session: ReplaySession, awaiting: list[tuple[int, float]], max_in_flight: int,
+                      timeout: float) -> None:
     """Block while ``max_in_flight`` images await answers (each for at most ``timeout`` s)."""
+    recorder = session.recorder
     while True:
         now = time.monotonic()
         with recorder.changed:
-            awaiting[:] = [(s, t) for s, t in awaiting if s not in recorder.answers and now - t < timeout]
+            awaiting[:] = [(k, t) for k, t in awaiting if k not in recorder.answers and now - t < timeout]
             if len(awaiting) < max_in_flight:
                 return
             recorder.changed.wait(timeout=min(0.5, timeout - (now - awaiting[0][1])))
-        node.check_alive()
+        session.node.check_alive()
 
 
 # ------------------------------------------------------------------ command
@@ -476,23 +562,27 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--max-in-flight and --rate-scale must be >= 0 and --answer-timeout > 0")
     if not params_file.is_file():
         raise FileNotFoundError(f"node parameters file not found: {params_file}")
+    node_params = _node_params(params_file)
     db = MapDatabase.load(map_dir)
-    index = index_bag(bag, args.topic, args.odom_topic)
-    if args.gt == "poses":
+    index = index_bag(bag, args.topic, args.odom_topic, float(node_params["odom_max_offset_s"]))
+    if args.gt == "none":
+        truths = {}
+    elif args.gt == "poses":
         truths = {f"poses, radius {r:g}": ground_truth_from_poses(index, db, r) for r in args.gt_radius}
     else:
         truths = {f"file {Path(args.gt).name}": ground_truth_from_file(Path(args.gt), index, db)}
     overrides = node_overrides(args, index, db)
-    node_params = _node_params(params_file)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     log_path = out.with_name(f"{out.stem}_node.log")
 
     run_info = play(args, bag, index, params_file, overrides, log_path, float(node_params["diagnostics_period_s"]))
-    answers = [run_info["answers"].get(s) for s in index.stamps_ns]
-    latencies_ms = np.array([(a.received - run_info["sent"][s]) * 1e3
-                             for s, a in zip(index.stamps_ns, answers) if a is not None and s in run_info["sent"]])
-    top_k, threshold = int(node_params["top_k"]), float(node_params["score_threshold"])
+    answers, sent = run_info["answers"], run_info["sent"]
+    latencies_ms = [None if a is None or k >= len(sent) else (a.received - sent[k]) * 1e3
+                    for k, a in enumerate(answers)]
+    # the operating point: the params file's threshold for the kind of score the node publishes
+    threshold_name = "sequence_score_threshold" if overrides["sequence_length"] > 1 else "score_threshold"
+    top_k, threshold = int(node_params["top_k"]), float(node_params[threshold_name])
     report = {
         "bag": str(bag), "image_topic": index.image_topic, "odom_topic": index.odom_topic,
         "bag_duration_s": index.duration_s,
@@ -500,24 +590,27 @@ def run(args: argparse.Namespace) -> int:
         "model": args.model, "params_file": str(params_file), "node_overrides": overrides,
         "node": "separate process" if args.separate_process else "in-process (own executor thread)",
         "rate_scale": args.rate_scale, "max_in_flight": args.max_in_flight,
+        "answers_matched": ("by header stamp" if index.match_by_stamp else
+                            "by query_id (the node's image number): image stamps are 0 or repeat"),
         "frames": {
             "in_bag": len(index.stamps_ns),
-            "sent": len(run_info["sent"]),
+            "sent": len(sent),
             "answered": sum(a is not None for a in answers),
             "unanswered": sum(a is None for a in answers),
             "with_candidates": sum(a is not None and bool(a.candidates) for a in answers),
+            "header_stamp_0": index.stamped.count(False),
         },
-        "latency_ms": _stats(latencies_ms),
+        "latency_ms": _stats(np.array([v for v in latencies_ms if v is not None])),
         "node_startup_s": run_info["startup_s"],
         "playback_wall_s": run_info["playback_s"],
         "answered_rate_hz": sum(a is not None for a in answers) / max(run_info["playback_s"], 1e-9),
         "node_diagnostics": run_info["diagnostics"],
         "ground_truth": {name: score(pos, answers, top_k, threshold) for name, pos in truths.items()},
         "queries": [
-            {"stamp_ns": s, "answered": a is not None,
-             "latency_ms": None if a is None else round((a.received - run_info["sent"][s]) * 1e3, 3),
+            {"index": k, "stamp_ns": s, "answered": a is not None,
+             "latency_ms": None if lat is None else round(lat, 3),
              "candidates": [] if a is None else [[i, round(sc, 6)] for i, sc in a.candidates]}
-            for s, a in zip(index.stamps_ns, answers)
+            for k, (s, a, lat) in enumerate(zip(index.stamps_ns, answers, latencies_ms))
         ],
     }
     atomic_write_text(out, json.dumps(report, indent=1) + "\n")
@@ -528,8 +621,6 @@ def run(args: argparse.Namespace) -> int:
         plot_pr(curves, plot_path, title=f"replay {bag.name} vs map {map_dir.name}")
     print(summary(report, out, plot_path if curves else None))
     return 0
-
-
 def _node_params(params_file: Path) -> dict:
     """The node's parameter values from the params file (defaults for what it leaves out)."""
     from structvpr_ros.node_config import parameter_defaults
@@ -559,6 +650,13 @@ def summary(report: dict, out: Path, plot: Path | None) -> str:
         f"{report['answered_rate_hz']:.1f} answers/s over {report['playback_wall_s']:.1f} s"
         + (f"; round-trip latency mean {lat['mean']:.1f} ms, p95 {lat['p95']:.1f} ms" if lat else ""),
     ]
+    if not report["ground_truth"]:
+        lines.append(f"  not scored (--gt none); candidates published for {f['with_candidates']} of {f['sent']} images")
+    received = (report["node_diagnostics"] or {}).get("frames_received")
+    if isinstance(received, int) and received > f["sent"]:
+        # a foreign publisher's images on the same topic corrupt the numbers
+        lines.append(f"  WARNING: the node received {received} images but replay sent {f['sent']}: another "
+                     f"publisher shares this ROS domain (set ROS_DOMAIN_ID to a free one); numbers unreliable")
     for name, r in report["ground_truth"].items():
         if "error" in r:
             lines.append(f"  [{name}] {r['error']}")

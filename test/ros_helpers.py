@@ -18,7 +18,6 @@ os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 # ruff: noqa: E402  (the environment above must be set before rclpy loads)
 import numpy as np
 import rclpy
-from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseWithCovarianceStamped
 from nav_msgs.msg import Odometry
@@ -34,6 +33,8 @@ from structvpr_msgs.msg import LoopClosure
 from visualization_msgs.msg import MarkerArray
 
 from structvpr_ros.image_conversion import rgb_to_image_fields
+from structvpr_ros.stamps import ns_to_stamp as stamp  # noqa: F401  (tests import both from here)
+from structvpr_ros.stamps import stamp_to_ns as stamp_ns  # noqa: F401
 
 RELIABLE = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
 NS_PER_S = 1_000_000_000
@@ -64,16 +65,8 @@ def spin_until(executor: SingleThreadedExecutor, predicate, timeout_s: float, wh
         executor.spin_once(timeout_sec=0.02)
 
 
-def stamp(ns: int) -> Time:
-    return Time(sec=ns // NS_PER_S, nanosec=ns % NS_PER_S)
-
-
 def image_msg(rgb: np.ndarray, stamp_ns: int, frame_id: str = "camera", encoding: str = "rgb8") -> Image:
     return Image(header=Header(stamp=stamp(stamp_ns), frame_id=frame_id), **rgb_to_image_fields(rgb, encoding))
-
-
-def stamp_ns(t: Time) -> int:
-    return t.sec * NS_PER_S + t.nanosec
 
 
 class Client:

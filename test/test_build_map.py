@@ -1,8 +1,10 @@
 """build-map from an image folder and from a bag of the same images gives the same map."""
 
+import cv2
 import numpy as np
 import pytest
 
+from bag_helpers import write_image_bag
 from structvpr_core.cli import main
 from structvpr_core.runtime.encoder import load_encoder
 from structvpr_core.data.images import read_rgb
@@ -77,4 +79,104 @@ def test_bad_arguments_fail_with_one_line(maps, capsys, tmp_path):
     assert main(["build-map", "--model", "raw-pixel", "--bag", str(tmp_path / "missing.bag"),
                  "--out", str(tmp_path / "m")]) == 2
     assert "bag not found" in capsys.readouterr().err
+    (tmp_path / "junk.bag").write_bytes(b"#ROSBAG V2.0\n" + bytes(100))
+    assert main(["build-map", "--model", "raw-pixel", "--bag", str(tmp_path / "junk.bag"),
+                 "--out", str(tmp_path / "m")]) == 2
+    assert "junk.bag: not a readable rosbag2 directory or ROS 1 bag" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
+
+
+# ---------------------------------------------------------------- real ROS 1 bags, bad frames, no stamps
+
+ROS1_BAGS = "data/ros1_bags"
+
+
+def _raw_pixel_of(rgb: np.ndarray) -> np.ndarray:
+    return load_encoder("raw-pixel", "cpu").encode([rgb])[0]
+
+
+def test_ros1_bag_with_a_topic_named_without_slash_builds_a_map(shared, tmp_path):
+    bag = shared / ROS1_BAGS / "fiducials_board_611.bag"  # topic "raspicam_node/camera/image/compressed"
+    assert main(["build-map", "--model", "raw-pixel", "--bag", str(bag),
+                 "--topic", "/raspicam_node/camera/image/compressed", "--out", str(tmp_path / "m")]) == 0
+    db = MapDatabase.load(tmp_path / "m")
+    # the header stamp (10 min before the record time 1480227350.690993144) and the camera's frame id
+    assert db.stamps_ns.tolist() == [1480227350_076296237]
+    assert db.keyframe(0).frame_id == "raspicam" and np.isnan(db.poses).all()
+    # the stored descriptor is the one of the JPEG as OpenCV decodes it (a real 1280x720 frame)
+    from rosbags.highlevel import AnyReader
+
+    with AnyReader([bag]) as reader:
+        [(conn, _, raw)] = [m for m in reader.messages() if m[0].msgtype.endswith("CompressedImage")]
+        jpeg = reader.deserialize(raw, conn.msgtype).data
+    rgb = cv2.cvtColor(cv2.imdecode(np.asarray(jpeg, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    assert rgb.shape == (720, 1280, 3)
+    [(best, similarity)] = db.query(_raw_pixel_of(rgb), 1)
+    assert best == 0 and similarity == pytest.approx(1.0, abs=1e-5)
+
+
+def test_images_with_header_stamp_0_are_stored_with_their_record_time(shared, tmp_path, capsys):
+    bag = shared / ROS1_BAGS / "rosnumpy_test.bag"  # /image rgb8 360x240, header stamp 0
+    assert main(["build-map", "--model", "raw-pixel", "--bag", str(bag), "--topic", "/image",
+                 "--out", str(tmp_path / "m")]) == 0
+    assert MapDatabase.load(tmp_path / "m").stamps_ns.tolist() == [1494949708_531555891]
+    assert "1 image(s) with header stamp 0 stored with their bag record time" in capsys.readouterr().out
+
+
+def test_a_bad_frame_is_named_by_its_stamp_or_skipped(shared, tmp_path, capsys):
+    frames = [read_rgb(shared / f"data/nordland64/winter/images-{f:05d}.png") for f in FRAMES[:3]]
+    jpegs = [cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))[1].tobytes() for rgb in frames]
+    stamps = [1_700_000_000_000_000_000 + i * 100_000_000 for i in range(3)]
+    bag = tmp_path / "bad.bag"  # a rosbag2 directory named like a ROS 1 file
+    write_image_bag(bag, [jpegs[0], b"this is not a JPEG", jpegs[2]], stamps, stamps, topic="/cam/compressed")
+    args = ["build-map", "--model", "raw-pixel", "--bag", str(bag), "--topic", "/cam/compressed"]
+    assert main([*args, "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert "image #1 (header stamp 1700000000.100000000 s, recorded at 1700000000.100000000 s)" in err
+    assert "--skip-invalid" in err and "Traceback" not in err and not (tmp_path / "m").exists()
+
+    assert main([*args, "--skip-invalid", "--out", str(tmp_path / "m")]) == 0
+    db = MapDatabase.load(tmp_path / "m")
+    assert db.stamps_ns.tolist() == [stamps[0], stamps[2]] and [db.keyframe(i).source for i in (0, 1)] == [
+        "/cam/compressed#0", "/cam/compressed#2"]
+    assert "1 invalid image(s) skipped, first: image #1" in capsys.readouterr().out
+
+
+def test_progress_is_plain_log_lines_when_not_a_terminal(maps, capsys, tmp_path):
+    # capsys' stderr is not a terminal, as in a service log or CI
+    assert main(["build-map", "--model", "raw-pixel", "--bag", str(maps[0] / "summer.bag"),
+                 "--out", str(tmp_path / "m")]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err and err.splitlines() == [line for line in err.splitlines() if line.startswith("building map: ")]
+    assert err.splitlines()[-1].startswith("building map: done 12/12 img (100.0%)")
+
+
+def test_build_map_from_images_loads_nothing_of_ros(shared, tmp_path):
+    """The folder path lives in structvpr_core: no rclpy, no rosbags, no structvpr_ros."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from structvpr_core.cli import main\n"
+        f"assert main(['build-map', '--model', 'raw-pixel', '--images', {str(shared / 'data/nordland64/summer')!r}, "
+        f"'--frame-range', '29000:29010', '--out', {str(tmp_path / 'm')!r}]) == 0\n"
+        "print('ROS modules:', sorted({m.split('.')[0] for m in sys.modules} & {'rclpy', 'rosbags', 'structvpr_ros'}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr
+    assert "ROS modules: []" in out.stdout and len(MapDatabase.load(tmp_path / "m")) == 2
+
+
+def test_bag_poses_are_the_odometry_nearest_each_image_within_the_offset(shared, tmp_path):
+    frames = [read_rgb(shared / f"data/nordland64/summer/images-{f:05d}.png") for f in FRAMES[:3]]
+    stamps = [1_700_000_000_000_000_000 + k * 1_000_000_000 for k in range(3)]
+    # odometry 40 ms after each image, and one pose 0.5 s after the last image (too far from it)
+    odometry = {s + 40_000_000: float(k) for k, s in enumerate(stamps[:2])} | {stamps[2] + 500_000_000: 2.0}
+    write_image_bag(tmp_path / "b.bag", frames, stamps, stamps, topic="/cam/image", odometry=odometry)
+    args = ["build-map", "--model", "raw-pixel", "--bag", str(tmp_path / "b.bag"), "--topic", "/cam/image"]
+    assert main([*args, "--out", str(tmp_path / "m")]) == 0  # default offset 0.1 s, as the node's
+    poses = MapDatabase.load(tmp_path / "m").poses
+    assert poses[:2, 0].tolist() == [0.0, 1.0] and np.isnan(poses[2]).all()
+    assert main([*args, "--odom-max-offset", "0.01", "--out", str(tmp_path / "m2")]) == 0
+    assert np.isnan(MapDatabase.load(tmp_path / "m2").poses).all()

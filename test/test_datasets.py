@@ -12,13 +12,12 @@ import logging
 import cv2
 import numpy as np
 import pytest
-import torch
-from torch.utils.data import DataLoader
 
-from structvpr_core.data.datasets import (NORDLAND64_SPLITS, PlaceSet, aligned_folders, csv_poses,
-                                     heading_difference_deg, load_place_set, msls_city, nordland64,
-                                     pitts30k, radius_neighbors, utm_folders)
-from structvpr_core.data.images import ImageFolderDataset, read_rgb
+from structvpr_core.data.datasets import (GARDENSPOINT_NEGATIVE_MARGIN, GARDENSPOINT_SPLITS, GRIEF_SPLITS,
+                                          NORDLAND64_SPLITS, PlaceSet, aligned_folders, csv_poses, gardenspoint,
+                                          grief_seasons, grief_site, heading_difference_deg, load_place_set,
+                                          msls_city, nordland64, pitts30k, radius_neighbors, utm_folders)
+from structvpr_core.data.images import read_rgb
 
 
 @pytest.fixture(scope="module")
@@ -106,16 +105,73 @@ def test_aligned_folders_frame_range_filter(nordland_root):
         nordland64(nordland_root, "winter")
 
 
-def test_nordland64_images_load_as_rgb_tensors(nordland_sets):
+def test_nordland64_images_load_as_rgb(nordland_sets):
     ps = nordland_sets["test"]
     rgb = read_rgb(ps.queries[0])
     assert rgb.shape == (32, 64, 3) and rgb.dtype == np.uint8
-    loader = DataLoader(ImageFolderDataset(ps.database[:5]), batch_size=2)
-    batches = list(loader)
-    assert [b[0].shape for b in batches] == [(2, 3, 32, 64), (2, 3, 32, 64), (1, 3, 32, 64)]
-    assert torch.cat([b[1] for b in batches]).tolist() == [0, 1, 2, 3, 4]
-    assert batches[0][0].dtype == torch.float32 and 0 <= batches[0][0].min() <= batches[0][0].max() <= 1
-    assert torch.equal(batches[0][0][0], torch.from_numpy(read_rgb(ps.database[0])).permute(2, 0, 1) / 255)
+
+
+# ---------------------------------------------------------------- Gardens Point and GRIEF, real data
+
+
+def test_gardenspoint_splits_ground_truth_and_gaps(shared):
+    root = shared / "data" / "gardenspoint"
+    sets = {split: gardenspoint(root, split, "day_right", "night_right") for split in GARDENSPOINT_SPLITS}
+    for split, (lo, hi) in GARDENSPOINT_SPLITS.items():
+        ps = sets[split]
+        assert len(ps.database) == len(ps.queries) == hi - lo + 1
+        assert ps.q_meta["place_id"][0] == lo and ps.q_meta["place_id"][-1] == hi
+        assert {p.parent.name for p in ps.database} == {"day_right"}
+        assert {p.parent.name for p in ps.queries} == {"night_right"}
+    test = sets["test"]
+    assert test.name == "gardenspoint-test-night_right->day_right"
+    assert ids_of(test, test.positives[10]) == set(range(183, 188))  # +-2 frames
+    assert ids_of(test, test.hard_positives[10]) == {185}
+    assert ids_of(test, test.positives[0]) == {175, 176, 177}  # the split edge is not crossed
+    # gaps between splits are wider than the non-negative margin: no train frame is near val/test
+    starts = sorted(GARDENSPOINT_SPLITS.values())
+    assert all(b[0] - a[1] > GARDENSPOINT_NEGATIVE_MARGIN for a, b in zip(starts, starts[1:]))
+    with pytest.raises(ValueError, match="queries must be one of"):
+        gardenspoint(root, "test", "day_right", "night_left")
+    with pytest.raises(ValueError, match="both 'day_left'"):
+        gardenspoint(root, "test", "day_left", "day_left")
+
+
+def test_grief_season_protocol_and_site_split(shared):
+    root = shared / "data" / "grief_seasons"
+    assert not set(GRIEF_SPLITS["train"]) & set(GRIEF_SPLITS["test"])
+    sets = grief_seasons(root, "test")
+    assert len(sets) == 12  # stromovka, each monthly session once as the database
+    for session, ps in enumerate(sets, start=1):
+        assert ps.db_meta["session"].tolist() == [session] * 5
+        assert ps.db_meta["place_id"].tolist() == [1, 2, 3, 4, 5]
+        assert len(ps.queries) == 55 and session not in ps.q_meta["session"]
+        assert {p.parent.parent.name for p in ps.database + ps.queries} == {"stromovka"}
+        for q, pos in enumerate(ps.positives):
+            assert ps.database[pos[0]].name[2:] == ps.queries[q].name[2:]  # SSPP.jpg: same PP
+    train = grief_site(root, "michigan")  # all sessions against all: training positives
+    assert len(train.database) == len(train.queries) == 60
+    for q, (pos, non_neg) in enumerate(zip(train.positives, train.non_negatives)):
+        assert q not in pos and q in non_neg and len(pos) == 11  # never its own positive
+    with pytest.raises(ValueError, match="no val"):
+        grief_seasons(root, "val")
+    with pytest.raises(ValueError, match=r"sessions \[13\] are not all in"):
+        grief_site(root, "michigan", (13,), (1,))
+
+
+def test_grief_csv_errors(tmp_path):
+    site = tmp_path / "site"
+    write_image(site / "images" / "0101.jpg")
+    for text, message in (("file,session,place\nimages/0101.jpg,1\n", "expected 3 fields"),
+                          ("name,session,place\nimages/0101.jpg,1,1\n", "expected a header"),
+                          ("file,session,place\nimages/0101.jpg,1.5,1\n", "not a positive integer"),
+                          ("file,session,place\nimages/0101.jpg,1,1\nimages/0101.jpg,1,1\n", "listed twice"),
+                          ("file,session,place\nimages/0102.jpg,1,1\n", "1 of 1 .* images are missing")):
+        (site / "places_gt.csv").write_text(text)
+        with pytest.raises((ValueError, FileNotFoundError), match=message):
+            grief_site(tmp_path, "site", (1,), (1,))
+    with pytest.raises(FileNotFoundError, match="GRIEF ground truth not found"):
+        grief_site(tmp_path, "nowhere")
 
 
 # ---------------------------------------------------------------- (a) aligned folders, errors

@@ -165,3 +165,27 @@ def test_bad_inputs_give_one_line_errors(tmp_path, capsys, make_args, message):
     assert err.startswith("structvpr eval: error:") and message in err, err
     assert "\n" not in err and "Traceback" not in err
     assert not (tmp_path / "r.json").exists()
+
+
+def test_sequence_length_ranks_by_sequences(tmp_path, capsys):
+    """200 real frames: sequences of 10 lift R@1 far above single frames (same images, same run)."""
+    args = [*folders_args("29000:30990"), "--model", "raw-pixel"]
+    single = run_eval(args, tmp_path, capsys)
+    sequence = run_eval([*args, "--sequence-length", "10"], tmp_path, capsys)
+    check_sane(sequence, 200)
+    assert single["index"] == "flat" and single["sequence"] is None
+    assert sequence["index"] == "sequence"
+    assert sequence["sequence"]["length"] == 10 and sequence["sequence"]["normalization"] == "local_contrast"
+    # measured: soft R@1 0.28 single frame, 0.705 with sequences of 10
+    assert sequence["soft"]["recall@1"] > single["soft"]["recall@1"] + 0.25
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--sequence-velocity", "2:1"], "min_velocity <= max_velocity"),
+    (["--sequence-velocity", "fast"], "--sequence-velocity must look like MIN:MAX"),
+    (["--sequence-length", "5", "--index", "ivfpq"], "drop --index ivfpq"),
+])
+def test_bad_sequence_options_are_one_line_errors(extra, message, capsys):
+    assert main(["eval", *folders_args("29000:29990"), "--model", "raw-pixel", *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

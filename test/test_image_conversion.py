@@ -18,6 +18,7 @@ from structvpr_core.paths import shared_dir
 from structvpr_ros.image_conversion import (
     SUPPORTED_ENCODINGS,
     ImageConversionError,
+    compressed_image_size,
     compressed_to_rgb,
     image_to_rgb,
     message_to_rgb,
@@ -34,8 +35,10 @@ ORACLE_ENCODING = {"8UC1": "mono8", "8UC3": "bgr8"}
 # that keep colour: exact ones give 0, 4:2:2 shares chroma between pixel pairs.
 ROUND_TRIP_MEAN_ERROR = {"rgb8": 0.0, "bgr8": 0.0, "8UC3": 0.0, "rgba8": 0.0, "bgra8": 0.0,
                          "yuv422": 1.0, "uyvy": 1.0, "yuv422_yuy2": 1.0, "yuyv": 1.0}  # fmt: skip
-BAYER_TILES = {"bayer_rggb8": "RGGB", "bayer_bggr8": "BGGR", "bayer_gbrg8": "GBRG", "bayer_grbg8": "GRBG"}
-LOSSY = ("yuv422", "uyvy", "yuv422_yuy2", "yuyv", "bayer_rggb8", "bayer_bggr8", "bayer_gbrg8", "bayer_grbg8")
+BAYER_TILES = {f"bayer_{tile.lower()}{bits}": tile for tile in ("RGGB", "BGGR", "GBRG", "GRBG") for bits in (8, 16)}
+# 16-bit: rosbags-image demosaics at full depth and scales by 255/65535 where we keep the
+# high byte (>> 8): at most one level apart, like mono16
+LOSSY = ("yuv422", "uyvy", "yuv422_yuy2", "yuyv", *BAYER_TILES)
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +125,8 @@ def test_8uc3_is_read_as_bgr_like_cv_bridge(camvid_rgb):
     np.testing.assert_array_equal(image_to_rgb(_received_messages(fields)[0]), rgb)
 
 
-@pytest.mark.parametrize("encoding", ["rgb8", "bgra8", "mono8", "mono16", "uyvy", "yuyv", "bayer_grbg8"])
+@pytest.mark.parametrize("encoding", ["rgb8", "bgra8", "mono8", "mono16", "uyvy", "yuyv", "bayer_grbg8",
+                                      "bayer_gbrg16"])
 def test_padded_rows_are_skipped(camvid_rgb, encoding):
     rgb = camvid_rgb[1]
     padding = 7  # odd on purpose: mono16 rows then start at unaligned addresses
@@ -162,6 +166,24 @@ def test_mono16_keeps_the_high_byte_in_both_byte_orders(camvid_rgb, is_bigendian
     # Reading the bytes in the wrong order gives a different picture: the flag is honoured.
     wrong = dict(fields, is_bigendian=not is_bigendian)
     assert not np.array_equal(image_to_rgb(_received_messages(wrong)[0])[:, :, 1], grey)
+
+
+@pytest.mark.parametrize("is_bigendian", [False, True])
+def test_bayer16_is_demosaiced_at_full_depth_in_both_byte_orders(camvid_rgb, is_bigendian):
+    # a 12-bit sensor's values in the high bits, noise in the low bits: rosbags-image agrees
+    # within one level, and the measured sites keep their high byte
+    rgb = camvid_rgb[1]
+    mosaic8 = np.frombuffer(rgb_to_image_fields(rgb, "bayer_rggb8")["data"], np.uint8).reshape(rgb.shape[:2])
+    low = np.random.default_rng(1).integers(0, 256, mosaic8.shape, dtype=np.uint16)
+    mosaic16 = (mosaic8.astype(np.uint16) << 8) | low
+    fields = {"height": rgb.shape[0], "width": rgb.shape[1], "encoding": "bayer_rggb16",
+              "is_bigendian": is_bigendian, "step": rgb.shape[1] * 2,
+              "data": mosaic16.astype(">u2" if is_bigendian else "<u2").tobytes()}
+    ours = image_to_rgb(_received_messages(fields)[0])
+    np.testing.assert_array_equal(ours, image_to_rgb(_received_messages(fields)[1]))
+    assert np.abs(ours.astype(np.int16) - _oracle_rgb(fields)).max() <= 1
+    wrong = dict(fields, is_bigendian=not is_bigendian)
+    assert np.abs(image_to_rgb(_received_messages(wrong)[0]).astype(np.int16) - ours).mean() > 10
 
 
 def test_rgb8_result_does_not_alias_the_message(camvid_rgb):
@@ -283,3 +305,59 @@ def test_rgb_to_image_fields_rejects_bad_input(camvid_rgb):
         rgb_to_image_fields(camvid_rgb[0], "16UC1")
     with pytest.raises(ValueError, match="4:2:2 YUV needs an even width, got 479"):
         rgb_to_image_fields(camvid_rgb[0][:, :479], "yuyv")
+
+
+def _huge_png(width: int, height: int) -> bytes:
+    """A real grey PNG of width x height black pixels, compressed row by row (never held decoded)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    squeeze, idat, row = zlib.compressobj(9), [], bytes(1 + width)  # filter byte 0 + pixels
+    for _ in range(height):
+        idat.append(squeeze.compress(row))
+    idat.append(squeeze.flush())
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit greyscale
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"".join(idat)) + chunk(b"IEND", b"")
+
+
+def test_a_small_png_of_a_huge_image_is_refused_from_its_header():
+    png = _huge_png(8000, 8000)  # 64 MP: 192 MB once decoded to RGB
+    assert len(png) < 200_000
+    assert compressed_image_size(png) == (8000, 8000)
+    for msg in _received_compressed(png, "png"):
+        with pytest.raises(ImageConversionError, match=r"8000x8000 = 64000000 pixels, more than max_pixels = 40000000"):
+            compressed_to_rgb(msg, max_pixels=40_000_000)
+
+
+def test_compressed_size_is_read_from_real_jpeg_and_png_headers(camvid_rgb):
+    rgb = camvid_rgb[0]
+    h, w = rgb.shape[:2]
+    for ext, params in ((".png", []), (".jpg", []), (".jpg", [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])):
+        data = cv2.imencode(ext, rgb, params)[1].tobytes()
+        assert compressed_image_size(data) == (w, h), ext
+        msg = _received_compressed(data, "jpeg")[0]
+        assert compressed_to_rgb(msg, max_pixels=w * h).shape == (h, w, 3)  # exactly at the limit: accepted
+        with pytest.raises(ImageConversionError, match=f"{w}x{h} = {w * h} pixels, more than max_pixels"):
+            compressed_to_rgb(msg, max_pixels=w * h - 1)
+    raw = _received_messages(rgb_to_image_fields(rgb, "rgb8"))[0]
+    with pytest.raises(ImageConversionError, match="more than max_pixels"):
+        image_to_rgb(raw, max_pixels=1000)
+
+
+@pytest.mark.parametrize("how", ["bit flip", "zeroed bytes", "truncated"])
+def test_a_png_damaged_anywhere_is_rejected(camvid_rgb, how):
+    # PNG carries a CRC per chunk: damage is detected (JPEG has no checksum: see the module docstring)
+    png = bytearray(cv2.imencode(".png", camvid_rgb[0])[1].tobytes())
+    middle = len(png) // 2
+    if how == "bit flip":
+        png[middle] ^= 0x10
+    elif how == "zeroed bytes":
+        png[middle:middle + 64] = bytes(64)
+    else:
+        png = png[:middle]
+    for msg in _received_compressed(bytes(png), "png"):
+        with pytest.raises(ImageConversionError, match="could not be decoded: corrupt or not JPEG/PNG"):
+            compressed_to_rgb(msg)

@@ -24,7 +24,7 @@ from structvpr_core.train.config import load_experiment
 from structvpr_core.train.partition import run_partition
 from structvpr_core.train.plusplus import PlusPlusConfig, kd_targets, label_aware_student
 from structvpr_core.train.stage1 import run_stage1
-from structvpr_core.train.stage2 import run_stage2, stage2_dir, weighted_kd_loss
+from structvpr_core.train.stage2 import PairWeights, distillation_loss, run_stage2, stage2_dir
 from test_train_smoke import CONFIG as SMOKE_CONFIG
 
 LABELS = LabelFeatureConfig(num_labels=6, label_dim=16)
@@ -107,9 +107,19 @@ def test_stage2_loss_on_a_hand_computed_batch():
     # distiller outputs [deploy (1 col here) | 2 T(g_S) | L_S]; every image's output misses its target
     # by (0, 0, -1, 1, 0) = squared distance 2 for image 0 and (0.5, 0, 0, 0, 0) = 0.25 for image 1
     out = torch.cat([torch.zeros(2, 1), targets + torch.tensor([[0.0, 0.0, -1.0, 1.0, 0.0], [0.5, 0, 0, 0, 0]])], 1)
-    phi = torch.tensor([0.5, 2.0])
-    loss = weighted_kd_loss(phi, (targets, targets, targets), (out, out, out), dim=1)
-    assert float(loss) == pytest.approx((0.5 * 3 * 2.0 + 2.0 * 3 * 0.25) / 2)
+    # phi per (q, p) pair: the same query 7 with two positives weighs 0.5 and 2.0
+    pair_phi = PairWeights(np.array([7, 7, 9]), np.array([3, 5, 3]), np.array([0.5, 2.0, 1.0]))
+    phi = torch.from_numpy(pair_phi(np.array([7, 7]), np.array([3, 5])))
+    _, _, kd = distillation_loss(out, out, out, (targets, targets, targets), phi, dim=1, margin=0.1)
+    assert float(kd) == pytest.approx((0.5 * 3 * 2.0 + 2.0 * 3 * 0.25) / 2)
+
+
+def test_label_dim_adds_to_any_trunk():
+    lite = ModelConfig("rgb", (64, 32), trunk="efficientnet-lite0", label_features=LABELS)
+    student = build_model(lite).eval()
+    assert lite.dim == student.dim == 40 + 112 + 320 + 6 * 16
+    assert (student.input_mean, student.input_std) == (student.trunk.input_mean, student.trunk.input_std)
+    assert student(torch.randn(1, 3, 32, 64)).shape == (1, lite.dim)
 
 
 def test_student_checkpoint_goes_through_encoder_and_map_database(tmp_path, shared):
@@ -191,4 +201,20 @@ def test_plusplus_student_needs_a_label_aware_teacher(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("stage1_seg: {model: {branch: seg}}\nstage2: {name: x, plusplus: {}}\n")
     with pytest.raises(ConfigError, match="label_features must be set"):
+        load_experiment(bad)
+
+
+@pytest.mark.parametrize("yaml_text, message", [
+    # the frozen-prefix path runs the plain MC head on cached (partly pooled) features
+    ("stage1_rgb: {model: {branch: rgb}}\nstage1_seg: {model: {branch: seg, label_features: {}}}\n"
+     "stage2: {name: x, plusplus: {}, train_from_stage: 3}\n", "cannot train on a frozen prefix"),
+    ("stage1_rgb: {model: {branch: rgb, label_features: {}}, train_from_stage: 3}\n",
+     "needs train_from_stage: 1"),
+    ("stage1_rgb: {model: {branch: rgb, label_features: {}}}\nstage1_seg: {model: {branch: seg, label_features: {}}}\n"
+     "stage2: {name: x, plusplus: {}}\n", "stage1_rgb.model.label_features must be null"),
+])
+def test_plusplus_refuses_combinations_it_cannot_train(tmp_path, yaml_text, message):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml_text)
+    with pytest.raises(ConfigError, match=message):
         load_experiment(bad)

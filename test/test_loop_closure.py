@@ -166,3 +166,10 @@ def test_pose_buffer_returns_the_nearest_pose_within_the_offset():
     assert buffer.pose_at(NS_PER_S * 45 // 100)[0] == 4  # 0.05 s after the last one
     assert buffer.pose_at(NS_PER_S * 55 // 100) is None  # 0.15 s away from any pose
     assert buffer.pose_at(0) is None  # 0.0 s fell out of the buffer, 0.2 s is too far
+    whole_bag = PoseBuffer(max_offset_s=0.1, capacity=None)  # the offline tools keep every pose
+    for i in (4, 0, 2):  # bags may hold odometry out of stamp order
+        whole_bag.add(i * NS_PER_S // 10, np.array([i, 0, 0, 0, 0, 0, 1.0]))
+    assert len(whole_bag) == 3 and whole_bag.pose_at(NS_PER_S * 9 // 100)[0] == 0  # 0.09 s: nearer 0.0 than 0.2
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match="finite number >= 0"):
+            PoseBuffer(max_offset_s=bad)

@@ -10,7 +10,8 @@ from rosbags.rosbag2 import Reader
 
 from structvpr_core.cli import main
 from structvpr_core.data.images import read_rgb
-from structvpr_ros.bag_io import DEFAULT_START_S, typestore
+from structvpr_core.data.sequence import DEFAULT_START_S
+from structvpr_ros.bag_io import typestore
 
 FRAMES = list(range(29000, 29100, 10))  # 10 test-split frames
 

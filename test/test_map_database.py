@@ -12,7 +12,14 @@ import pytest
 from structvpr_core.runtime.encoder import RawPixelEncoder
 from structvpr_core.loop_closure.geometry import extract_features
 from structvpr_core.data.images import read_rgb
-from structvpr_core.retrieval.map_database import MapDatabase, MapError, MapMismatchError, ModelIdentity
+from structvpr_core.retrieval.map_database import (
+    MapDatabase,
+    MapError,
+    MapMismatchError,
+    ModelIdentity,
+    open_map,
+    remove_save_leftovers,
+)
 
 FRAMES = range(29000, 29200, 10)  # 20 consecutive test-split places
 STEP_NS = 100_000_000  # 10 Hz
@@ -182,13 +189,18 @@ CRASH_SCRIPT = textwrap.dedent("""
 """)
 
 
+def interrupt_save(map_dir, where: str) -> None:
+    """A process loads the map at ``map_dir``, adds a keyframe and dies saving it (``where``)."""
+    proc = subprocess.run([sys.executable, "-c", CRASH_SCRIPT, str(map_dir), where],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 3, proc.stderr  # the process really died mid-save
+
+
 @pytest.mark.parametrize("where", ["before_swap", "between_renames"])
 def test_crash_during_save_never_leaves_a_half_map(nordland, tmp_path, where):
     encoder, images, desc = nordland
     _build(encoder, images[:5], desc[:5]).save(tmp_path / "map")
-    proc = subprocess.run([sys.executable, "-c", CRASH_SCRIPT, str(tmp_path / "map"), where],
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 3, proc.stderr  # the process really died mid-save
+    interrupt_save(tmp_path / "map", where)
     if where == "before_swap":
         assert len(MapDatabase.load(tmp_path / "map")) == 5  # old map untouched
     else:
@@ -198,3 +210,55 @@ def test_crash_during_save_never_leaves_a_half_map(nordland, tmp_path, where):
         leftover = err.value.args[0].split("previous map at ")[1].split(":")[0]
         os.rename(leftover, tmp_path / "map")
         assert len(MapDatabase.load(tmp_path / "map")) == 5
+
+
+def test_open_map_loads_creates_or_refuses_with_the_reason(nordland, tmp_path):
+    encoder, images, desc = nordland
+    identity = ModelIdentity(encoder.name, encoder.dim)
+    fresh = open_map(tmp_path / "new", identity, create=True)
+    assert len(fresh) == 0 and not (tmp_path / "new").exists()  # nothing written until a save
+    with pytest.raises(MapError, match="holds no map"):
+        open_map(tmp_path / "new", identity, create=False)
+    _build(encoder, images[:5], desc[:5]).save(tmp_path / "map")
+    assert len(open_map(tmp_path / "map", identity, create=False)) == 5
+    with pytest.raises(MapMismatchError):
+        open_map(tmp_path / "map", ModelIdentity("other", encoder.dim), create=True)
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "holiday.jpg").write_bytes(b"x")
+    with pytest.raises(MapError, match="exists and is not a map directory"):
+        open_map(tmp_path / "photos", identity, create=True)
+
+
+@pytest.mark.parametrize("create", [True, False])
+def test_open_map_refuses_a_save_interrupted_between_its_renames(nordland, tmp_path, create):
+    encoder, images, desc = nordland
+    identity = ModelIdentity(encoder.name, encoder.dim)
+    _build(encoder, images[:5], desc[:5]).save(tmp_path / "map")
+    interrupt_save(tmp_path / "map", "between_renames")
+    # an empty map here would replace the previous one at the next save
+    with pytest.raises(MapError, match=r"interrupted save left the previous map at .*\.map\.previous-.*: rename it to") as err:
+        open_map(tmp_path / "map", identity, create=create)
+    leftovers = sorted(p.name for p in tmp_path.iterdir())
+    assert len(leftovers) == 2 and all(n.startswith((".map.previous-", ".map.saving-")) for n in leftovers)
+    # the recovery step the message names works, and the now-stale new save is removed on open
+    os.rename(err.value.args[0].split("previous map at ")[1].split(":")[0], tmp_path / "map")
+    assert len(open_map(tmp_path / "map", identity, create=create)) == 5
+    assert sorted(os.listdir(tmp_path)) == ["map"]
+
+
+def test_stale_save_folders_are_removed_by_open_and_by_the_next_save(nordland, tmp_path):
+    encoder, images, desc = nordland
+    identity = ModelIdentity(encoder.name, encoder.dim)
+    _build(encoder, images[:5], desc[:5]).save(tmp_path / "map")
+    interrupt_save(tmp_path / "map", "before_swap")
+    assert any(n.startswith(".map.saving-") for n in os.listdir(tmp_path))  # a whole map's worth of files
+    assert len(open_map(tmp_path / "map", identity, create=True)) == 5
+    assert sorted(os.listdir(tmp_path)) == ["map"]
+
+    interrupt_save(tmp_path / "map", "before_swap")
+    _build(encoder, images[:6], desc[:6]).save(tmp_path / "map")
+    assert sorted(os.listdir(tmp_path)) == ["map"]
+    (tmp_path / "other").mkdir()  # leftovers of another map beside it are not touched
+    (tmp_path / ".other.saving-1234abcd").mkdir()
+    assert remove_save_leftovers(tmp_path / "map") == []
+    assert (tmp_path / ".other.saving-1234abcd").is_dir()

@@ -6,7 +6,6 @@ import pytest
 from structvpr_core.evaluation.metrics import (
     PRCurve,
     plot_pr,
-    plot_recall_at_n,
     pr_auc,
     pr_curve,
     recall_at_100_precision,
@@ -101,8 +100,6 @@ def test_plots_write_png_files(tmp_path):
     curve = pr_curve([0.9, 0.8, 0.8, 0.5], [True, False, True, True], num_with_match=4)
     assert isinstance(curve, PRCurve)
     pr_png = plot_pr({"model": (curve.precision, curve.recall)}, tmp_path / "plots" / "pr.png")
-    recall_png = plot_recall_at_n({"a": {1: 0.2, 5: 0.5}, "b": {"1": 0.3, "5": 0.6}}, tmp_path / "recall.png")
-    for png in (pr_png, recall_png):
-        data = png.read_bytes()
-        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
-    assert sorted(p.name for p in tmp_path.rglob("*")) == ["plots", "pr.png", "recall.png"]  # no temp leftovers
+    data = pr_png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["plots", "pr.png"]  # no temp leftovers

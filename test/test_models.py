@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from structvpr_core.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from structvpr_core.models.checkpoint import (CheckpointError, load_checkpoint, save_checkpoint, state_dict_sha256,
+                                              upgrade_checkpoint)
 from structvpr_core.config import ConfigError, from_dict
 from structvpr_core.models.branches import MCHead, ModelConfig, RGBBranch, SegBranch, Transform, triplet_loss
 from structvpr_core.segmentation.slme import SLMEConfig
@@ -99,3 +100,79 @@ def test_imagenet_loading_from_local_file_and_clear_offline_error(tmp_path):
     torch.save({"wrong": torch.zeros(1)}, tmp_path / "wrong.pth")
     with pytest.raises(RuntimeError, match="Missing key"):
         model.load_imagenet(tmp_path / "wrong.pth")
+
+
+def _tampered(path, tmp_path, name, edit):
+    """A copy of the checkpoint at ``path`` with ``edit(payload)`` applied, written as torch.save does."""
+    payload = torch.load(path, weights_only=True)
+    edit(payload)
+    out = tmp_path / name
+    torch.save(payload, out)
+    return out
+
+
+def test_checkpoint_hash_covers_config_and_bad_layouts_get_clear_errors(tmp_path):
+    torch.manual_seed(0)
+    path = tmp_path / "rgb.pt"
+    save_checkpoint(path, RGBBranch(ModelConfig("rgb", (64, 32))).eval())
+    # an edited input size (same weights fit it) must be refused, not loaded silently
+    resized = _tampered(path, tmp_path, "resized.pt", lambda p: p["config"].update(input_size=[128, 64]))
+    with pytest.raises(CheckpointError, match="hash mismatch.*architecture config"):
+        load_checkpoint(resized)
+    cases = {
+        "no_hash.pt": (lambda p: p.pop("sha256"), "missing sha256"),
+        "no_weights.pt": (lambda p: p.pop("state_dict"), "missing state_dict"),
+        "array_weights.pt": (lambda p: p["state_dict"].update({"extra": [1.0, 2.0]}),
+                             r"named tensors, not 'extra' \(list\)"),
+        "empty_weights.pt": (lambda p: p.update(state_dict={}), "non-empty mapping of tensors"),
+        "list_config.pt": (lambda p: p.update(config=["rgb"]), "config must be a mapping"),
+        "int_hash.pt": (lambda p: p.update(sha256=5), "sha256 must be a hex string"),
+    }
+    for name, (edit, message) in cases.items():
+        with pytest.raises(CheckpointError, match=message):
+            load_checkpoint(_tampered(path, tmp_path, name, edit))
+
+
+def test_format_1_checkpoint_is_refused_with_the_upgrade_command_which_keeps_the_weights(tmp_path):
+    torch.manual_seed(0)
+    model = RGBBranch(ModelConfig("rgb", (64, 32))).eval()
+    path = tmp_path / "rgb.pt"
+    save_checkpoint(path, model)
+
+    def as_format_1(p):
+        p.update(format="structvpr-checkpoint/1", sha256=state_dict_sha256(p["state_dict"]))
+
+    old = _tampered(path, tmp_path, "old.pt", as_format_1)
+    with pytest.raises(CheckpointError, match="format 1.*--upgrade"):
+        load_checkpoint(old)
+    corrupt = _tampered(old, tmp_path, "old_corrupt.pt", lambda p: next(iter(p["state_dict"].values())).mul_(2))
+    with pytest.raises(CheckpointError, match="hash mismatch"):
+        upgrade_checkpoint(corrupt)
+    assert upgrade_checkpoint(old) == torch.load(path, weights_only=True)["sha256"]
+    loaded, payload = load_checkpoint(old)
+    for k, v in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v)
+
+
+def test_shipped_checkpoints_load():
+    from structvpr_core.paths import REPO_ROOT
+
+    for path in sorted((REPO_ROOT / "training" / "checkpoints").glob("*.pt")):
+        model, payload = load_checkpoint(path, expect_branch="rgb", expect_dim=448)
+        assert payload["format"] == "structvpr-checkpoint/2" and model.config.input_size == (64, 32)
+
+
+def test_fp16_export_keeps_config_and_meta_and_close_descriptors(tmp_path):
+    from structvpr_core.models.checkpoint import main as checkpoint_main
+
+    torch.manual_seed(0)
+    model = RGBBranch(ModelConfig("rgb", (128, 64), trunk="efficientnet-lite0")).eval()
+    save_checkpoint(tmp_path / "full.pt", model, meta={"seed": 3})
+    assert checkpoint_main(["--export-fp16", str(tmp_path / "full.pt"), str(tmp_path / "half.pt")]) == 0
+    half, payload = load_checkpoint(tmp_path / "half.pt", expect_branch="rgb")
+    assert payload["meta"]["seed"] == 3 and payload["meta"]["exported_fp16_from_sha256"]
+    assert all(v.dtype == torch.float16 for v in payload["state_dict"].values() if v.is_floating_point())
+    x = torch.randn(2, 3, 64, 128)
+    with torch.no_grad():
+        assert torch.nn.functional.cosine_similarity(model(x), half(x)).min() > 0.999
+    assert checkpoint_main(["--export-fp16", str(tmp_path / "absent.pt"), str(tmp_path / "x.pt")]) == 2

@@ -48,6 +48,9 @@ def test_interface_fields_match_the_design():
         "query_id": "uint64",
         "query_stamp": "builtin_interfaces/Time",
         "candidates": "sequence<structvpr_msgs/LoopCandidate>",
+        "sequence_length": "uint32",
+        "sequence_start_query_id": "uint64",
+        "sequence_start_stamp": "builtin_interfaces/Time",
     }
     assert LoopCandidate.get_fields_and_field_types() == {
         "map_id": "uint64",
@@ -58,6 +61,9 @@ def test_interface_fields_match_the_design():
         "inliers": "int32",
         "has_relative_pose": "boolean",
         "relative_pose": "geometry_msgs/PoseWithCovariance",
+        "sequence_match": "boolean",
+        "sequence_start_map_id": "uint64",
+        "sequence_velocity": "float",
     }
 
 
@@ -87,6 +93,9 @@ def _sample_loop_closure() -> LoopClosure:
         verified=False,
         inliers=-1,
         has_relative_pose=False,
+        sequence_match=True,
+        sequence_start_map_id=2**64 - 1,
+        sequence_velocity=-1.25,
     )
     third = LoopCandidate(map_id=0, frame_id="", score=0.0, inliers=0)
     return LoopClosure(
@@ -94,6 +103,9 @@ def _sample_loop_closure() -> LoopClosure:
         query_id=2**63 + 5,
         query_stamp=query_stamp,
         candidates=[verified, unverified, third],
+        sequence_length=2**32 - 1,
+        sequence_start_query_id=2**63 - 5,
+        sequence_start_stamp=Time(sec=1_700_000_100, nanosec=1),
     )
 
 
@@ -148,6 +160,9 @@ def test_loop_closure_round_trip_over_dds(ros_context):
     np.testing.assert_array_equal(first.relative_pose.covariance, np.arange(36) * 0.5 - 3.0)
     assert second.score == -0.25 and second.verified is False and second.inliers == -1
     assert second.has_relative_pose is False
+    assert second.sequence_match is True and second.sequence_start_map_id == 2**64 - 1
+    assert second.sequence_velocity == -1.25 and first.sequence_match is False
+    assert got.sequence_length == 2**32 - 1 and got.sequence_start_query_id == 2**63 - 5
     assert second.stamp == Time(sec=1_699_999_000, nanosec=999_999_999)
     assert third == sent.candidates[2]
     assert got == sent  # generated __eq__ covers every field, nested ones included

@@ -16,6 +16,7 @@ from ros_helpers import (
     stamp,
     stamp_ns,
 )
+from nav_msgs.msg import Odometry
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy
 from rosgraph_msgs.msg import Clock
@@ -26,8 +27,11 @@ from structvpr_core.runtime.encoder import RawPixelEncoder
 from structvpr_core.loop_closure.geometry import Verification
 from structvpr_core.data.images import read_rgb
 from structvpr_core.retrieval.map_database import MapDatabase, ModelIdentity
+from structvpr_core.retrieval.sequence import SequenceConfig, SequenceMatcher, similarity_row, top_k
 from structvpr_ros import outputs
 from structvpr_ros.node import StartupError, StructVPRNode
+from structvpr_ros.node import main as node_main
+from test_map_database import interrupt_save
 
 # Summer 33200..33400 is mapped; winter 33240..33310 revisits map places 4..11 (raw-pixel
 # ranks the right place first on this stretch, see test_loop_closure.py).
@@ -122,6 +126,43 @@ def test_mapping_then_winter_pass_gives_the_right_loop_closures_on_every_output(
         node.destroy_node()
 
 
+def test_mapping_with_sequences_publishes_sequence_matches_and_their_span(nordland):
+    """sequence_length 4 in mapping mode: the node's answers equal the core matcher fed the same keyframes."""
+    summer, winter, summer_desc, winter_desc = nordland
+    length = 4
+    with ros_context() as context:
+        node, client = _start(context, sequence_length=length, sequence_min_velocity=1.0, sequence_max_velocity=1.0,
+                              sequence_velocity_steps=1, sequence_score_threshold=-100.0)
+        assert node.detector.config.sequence.normalization == "local_contrast"  # auto, for raw-pixel
+        _map_summer(client, summer, with_odometry=False)
+        winter_stamps = [(WINTER_T0 + j) * NS_PER_S for j in range(len(winter))]
+        for j, rgb in enumerate(winter):
+            client.send_image(image_msg(rgb, winter_stamps[j]))
+        node.destroy_node()
+
+    # reference: the core matcher over the same keyframes, the map growing by each one
+    matcher = SequenceMatcher(SequenceConfig(length=length, min_velocity=1, max_velocity=1, velocity_steps=1,
+                                             normalization="local_contrast"))
+    descriptors = np.concatenate([summer_desc, winter_desc])
+    stamps = np.array([(SUMMER_T0 + i) * NS_PER_S for i in range(len(summer))] + winter_stamps)
+    for q, msg in enumerate(client.loop_closures):
+        result = matcher.push(similarity_row(descriptors[q], descriptors[:q]),
+                              stamps[:q] <= stamps[q] - 30 * NS_PER_S)
+        expected = [i for i in top_k(result.scores, 3) if np.isfinite(result.scores[i])]
+        assert [c.map_id for c in msg.candidates] == expected
+        assert [c.score for c in msg.candidates] == pytest.approx(result.scores[expected].tolist(), rel=1e-5)
+        assert msg.sequence_length == min(q + 1, length) == result.length
+        assert msg.sequence_start_query_id == q - (msg.sequence_length - 1)
+        assert stamp_ns(msg.sequence_start_stamp) == stamps[msg.sequence_start_query_id]
+        for c in msg.candidates:  # velocity 1: the sequence's first query matched map_id - (L' - 1)
+            assert c.sequence_match and c.sequence_velocity == 1.0
+            assert c.sequence_start_map_id == c.map_id - (msg.sequence_length - 1)
+    # the summer pass never matches itself (30 s exclusion); full winter sequences find their places
+    assert all(not m.candidates for m in client.loop_closures[:len(summer)])
+    for j in range(length - 1, len(winter)):
+        assert abs(client.loop_closures[len(summer) + j].candidates[0].map_id - (FIRST_QUERY_PLACE + j)) <= 1
+
+
 def test_saved_map_reloads_localization_matches_without_growing_and_mapping_grows(nordland, tmp_path):
     summer, winter, summer_desc, winter_desc = nordland
     map_dir = tmp_path / "map"
@@ -193,8 +234,8 @@ def test_invalid_messages_are_counted_skipped_and_the_node_keeps_working(nordlan
         assert client.send_image(image_msg(summer[2], 7 * NS_PER_S)).query_id == 1
         diag = client.latest_diagnostics(lambda v: v["frames_processed"] == "2")
         assert diag["frames_invalid"] == "3" and diag["processing_errors"] == "0"
-        # the period(s) with the invalid frames raised a warning
-        assert any(v["_level"] == 1 and "invalid image messages" in v["_message"]
+        # the period(s) with the invalid frames raised a warning (an error where none was usable)
+        assert any(v["_level"] >= 1 and "invalid image messages" in v["_message"]
                    for v in map(diagnostic_values, client.diagnostics))
         node.destroy_node()
 
@@ -235,6 +276,8 @@ def test_keyframes_need_enough_stamp_time_and_distance_and_a_jump_back_restarts(
             client.send_odometry(t, x=2.0 * k)
             client.image_pub.publish(image_msg(summer[k], t))
             _wait_handled(node, client.executor, k + 1)
+        # the node counts a frame once its answer is published; under load it reaches us later
+        spin_until(client.executor, lambda: len(client.loop_closures) >= 4, 5, "the keyframes' answers")
         processed = [stamp_ns(m.header.stamp) for m in client.loop_closures]
         assert processed == [50 * NS_PER_S + k * NS_PER_S // 2 for k in (0, 3, 6, 9)]
         assert node.stats.skipped == 6
@@ -294,6 +337,10 @@ def test_geometric_verification_annotates_candidates_with_inliers_and_relative_p
     ({"mode": "localization"}, "localization' needs map_dir"),
     ({"image_topic": "", "compressed_topic": ""}, "would get no images"),
     ({"cpu_threads": -1}, "cpu_threads must be >= 0"),
+    ({"sequence_length": 0}, "sequence length must be >= 1"),
+    ({"sequence_min_velocity": 2.0}, "min_velocity <= max_velocity"),
+    ({"sequence_candidates": "all"}, "sequence_candidates: 'all' is not one of"),
+    ({"sequence_normalization": "seqslam"}, "sequence_normalization: 'seqslam' is not one of"),
 ])
 def test_invalid_parameters_make_the_node_refuse_to_start(params, message):
     with ros_context() as context:
@@ -344,3 +391,137 @@ def test_quaternion_round_trip():
         q /= np.linalg.norm(q)
         q = q if q[3] >= 0 else -q
         assert np.allclose(outputs.matrix_to_quat(outputs.quat_to_matrix(q)), q)
+
+
+def _diagnostics_levels(client) -> list[tuple[int, str]]:
+    return [(v["_level"], v["_message"]) for v in map(diagnostic_values, client.diagnostics)]
+
+
+def test_uniform_frames_are_skipped_as_invalid_and_a_period_of_only_failures_is_an_error(nordland):
+    summer = nordland[0]
+    with ros_context() as context:
+        node, client = _start(context)
+        # lens cap, tunnel, over-exposure: raw-pixel has nothing to describe (a zero vector faiss refuses)
+        for k, value in enumerate((0, 0, 255)):
+            client.image_pub.publish(image_msg(np.full_like(summer[0], value), (1 + k) * NS_PER_S))
+            _wait_handled(node, client.executor, k + 1)
+        assert node.stats.invalid == 3 and node.stats.errors == 0 and client.loop_closures == []
+        assert len(node.db) == 0
+        # a period in which every frame failed says so as an ERROR, not OK or a mere warning
+        spin_until(client.executor, lambda: any(level == 2 and "none usable" in message
+                                                for level, message in _diagnostics_levels(client)),
+                   5, "an ERROR /diagnostics for a period of only invalid frames")
+        # a real frame afterwards is processed: the node is fine, the frames were not
+        assert client.send_image(image_msg(summer[1], 10 * NS_PER_S)).query_id == 0
+        node.destroy_node()
+
+
+def test_processing_errors_are_counted_per_period_and_raise_diagnostics_to_error(nordland, tmp_path):
+    import torch
+
+    from structvpr_core.models.branches import ModelConfig, RGBBranch
+    from structvpr_core.models.checkpoint import save_checkpoint
+
+    # a checkpoint whose weights went NaN (diverged training): every descriptor is NaN
+    model = RGBBranch(ModelConfig("rgb", (64, 32)))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(float("nan"))
+    save_checkpoint(tmp_path / "diverged.pt", model)
+    summer = nordland[0]
+    with ros_context() as context:
+        node, client = _start(context, model=str(tmp_path / "diverged.pt"), device="cpu")
+        for k in range(3):
+            client.image_pub.publish(image_msg(summer[k], (1 + k) * NS_PER_S))
+            spin_until(client.executor, lambda: node.stats.errors == k + 1, 10, f"{k + 1} processing errors")
+        assert node.stats.processed == 0 and client.loop_closures == []
+        diag = client.latest_diagnostics(lambda v: v["processing_errors"] == "3")
+        spin_until(client.executor, lambda: any(level == 2 and "processing errors" in message
+                                                for level, message in _diagnostics_levels(client)),
+                   5, "an ERROR /diagnostics naming the processing errors")
+        assert diag["frames_processed"] == "0"
+        node.destroy_node()
+
+
+def test_odometry_with_nan_or_a_bad_quaternion_is_rejected_on_arrival(nordland):
+    summer = nordland[0]
+
+    def odometry(t_ns, position, quaternion):
+        odom = Odometry(header=Header(stamp=stamp(t_ns), frame_id="map"), child_frame_id="base_link")
+        p, q = odom.pose.pose.position, odom.pose.pose.orientation
+        p.x, p.y, p.z = position
+        q.x, q.y, q.z, q.w = quaternion
+        return odom
+
+    bad = [((float("nan"), 0.0, 0.0), (0.0, 0.0, 0.0, 1.0)),  # NaN position
+           ((1.0, 2.0, 0.0), (0.0, 0.0, 0.0, 0.0)),  # zero quaternion (an unset orientation)
+           ((1.0, 2.0, 0.0), (0.0, 0.0, 0.0, 2.0)),  # not unit length
+           ((1.0, 2.0, 0.0), (0.0, 0.0, float("inf"), 1.0))]
+    with ros_context() as context:
+        node, client = _start(context, odom_topic="odom")
+        for k, (position, quaternion) in enumerate(bad):
+            t = (1 + k) * NS_PER_S
+            client.odom_pub.publish(odometry(t, position, quaternion))
+            spin_until(client.executor, lambda: node.stats.odometry_rejected == k + 1, 5, f"odometry {k} rejected")
+            client.send_image(image_msg(summer[k], t))
+            assert node.db.keyframe(k).pose is None  # no pose rather than a NaN one
+        # a slightly off-unit quaternion (float32 round-off) is a rotation: kept, normalised
+        t = 10 * NS_PER_S
+        client.odom_pub.publish(odometry(t, (3.0, 4.0, 0.0), (0.0, 0.0, 0.0, 1.001)))
+        client.send_image(image_msg(summer[5], t))
+        np.testing.assert_allclose(node.db.keyframe(4).pose, [3, 4, 0, 0, 0, 0, 1])
+        diag = client.latest_diagnostics(lambda v: v["odometry_rejected"] == "4")
+        assert diag["processing_errors"] == "0"
+        assert any(level == 1 and "odometry messages rejected" in message
+                   for level, message in _diagnostics_levels(client))
+        node.destroy_node()
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"keyframe_min_interval_s": float("nan")}, "keyframe_min_interval_s must be a finite number, got nan"),
+    ({"exclude_recent_s": float("inf")}, "exclude_recent_s must be a finite number, got inf"),
+    ({"ransac_threshold_px": float("nan")}, "ransac_threshold_px must be a finite number"),
+    ({"exclude_recent_s": 1e300}, "exclude_recent_s must be <= 1e+09 s"),
+    ({"diagnostics_period_s": 0.001}, "diagnostics_period_s must be >= 0.05"),
+    ({"max_pixels": 0}, "max_pixels must be >= 1"),
+])
+def test_non_finite_and_out_of_range_parameters_make_the_node_refuse_to_start(params, message):
+    with ros_context() as context:
+        with pytest.raises(StartupError, match=message.replace("+", r"\+")):
+            StructVPRNode(context=context, parameter_overrides=overrides(**{**BASE, **params}))
+
+
+def test_a_malformed_params_file_is_a_clear_refusal_not_a_traceback(tmp_path, capsys):
+    bad = tmp_path / "params.yaml"
+    bad.write_text("structvpr_node:\n  ros__parameters:\n    base_to_camera: [0.0, \"x\"]\n")
+    assert node_main(["--ros-args", "--params-file", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "refusing to start: bad ROS arguments" in err and "Couldn't parse params file" in err
+    assert "Traceback" not in err
+
+
+def test_images_above_max_pixels_are_invalid_before_decoding(nordland):
+    summer = nordland[0]  # 64x32 = 2048 pixels
+    png = cv2.imencode(".png", cv2.cvtColor(summer[0], cv2.COLOR_RGB2BGR))[1].tobytes()
+    with ros_context() as context:
+        node, client = _start(context, compressed_topic="compressed", max_pixels=2000)
+        client.image_pub.publish(image_msg(summer[0], NS_PER_S))
+        _wait_handled(node, client.executor, 1)
+        client.compressed_pub.publish(CompressedImage(header=Header(stamp=stamp(2 * NS_PER_S), frame_id="camera"),
+                                                      format="png", data=png))
+        _wait_handled(node, client.executor, 2)
+        assert node.stats.invalid == 2 and node.stats.processed == 0
+        node.destroy_node()
+
+
+@pytest.mark.parametrize("mode", ["mapping", "localization"])
+def test_a_save_interrupted_between_its_renames_is_refused_with_the_recovery_step(nordland, tmp_path, mode):
+    map_dir = tmp_path / "map"
+    db = MapDatabase(ModelIdentity(RawPixelEncoder().name, RawPixelEncoder().dim))
+    db.add(nordland[2][0], NS_PER_S, "camera")
+    db.save(map_dir)
+    interrupt_save(map_dir, "between_renames")
+    with ros_context() as context:
+        # mapping mode used to start with an empty map here, and its next save dropped the old one
+        with pytest.raises(StartupError, match=r"interrupted save left the previous map at .*\.map\.previous-"):
+            StructVPRNode(context=context, parameter_overrides=overrides(**BASE, mode=mode, map_dir=str(map_dir)))

@@ -6,10 +6,12 @@ import random
 import numpy as np
 import pytest
 
+from bag_helpers import write_image_bag
 from structvpr_core.cli import main
 from structvpr_core.runtime.encoder import RawPixelEncoder
 from structvpr_core.data.images import read_rgb
 from structvpr_core.retrieval.map_database import MapDatabase
+from structvpr_core.retrieval.sequence import SequenceConfig, ranked_by_sequence
 
 RANGE = "29000:29290"  # 30 test-split places
 FRAMES = range(29000, 29300, 10)
@@ -44,7 +46,9 @@ def test_replay_in_process_matches_offline_retrieval(data, tmp_path):
                  "--rate-scale", "0", "--gt-radius", "10", "0", "--out", str(report_path)]) == 0
     report = json.loads(report_path.read_text())
     assert (tmp_path / "report_pr.png").stat().st_size > 5000
-    assert report["frames"] == {"in_bag": 30, "sent": 30, "answered": 30, "unanswered": 0, "with_candidates": 30}
+    assert report["frames"] == {"in_bag": 30, "sent": 30, "answered": 30, "unanswered": 0, "with_candidates": 30,
+                                "header_stamp_0": 0}
+    assert report["answers_matched"] == "by header stamp"
     assert report["node_diagnostics"]["frames_processed"] == 30 and report["node_diagnostics"]["frames_dropped"] == 0
     assert 0 < report["latency_ms"]["p50"] <= report["latency_ms"]["max"] < 5000
 
@@ -66,6 +70,24 @@ def test_replay_in_process_matches_offline_retrieval(data, tmp_path):
         assert r["queries_with_match"] == 30
         assert 0 < r["pr_auc"] <= 1 and 0 <= r["recall_at_100_precision"] <= r["recall_at_n"]["1"]
         assert r["recall_at_n"]["1"] <= r["recall_at_n"]["5"]
+
+
+def test_replay_with_sequences_equals_offline_sequence_matching(data, tmp_path):
+    """The live node (localization, sequences of 5) publishes exactly the offline ranking."""
+    tmp, nordland = data
+    report_path = tmp_path / "report.json"
+    assert main(["replay", "--bag", str(tmp / "winter.bag"), "--map", str(tmp / "map"), "--model", "raw-pixel",
+                 "--rate-scale", "0", "--gt-radius", "10", "--sequence-length", "5", "--out", str(report_path)]) == 0
+    report = json.loads(report_path.read_text())
+    assert report["frames"]["answered"] == 30 and report["node_overrides"]["sequence_length"] == 5
+
+    db = MapDatabase.load(tmp / "map")
+    config = SequenceConfig(length=5, normalization="local_contrast")  # the CLI's defaults for raw-pixel
+    scores, ids = ranked_by_sequence(_winter_descriptors(nordland), db.index.flat_vectors(), config, 5)
+    for entry, expected_ids, expected_scores in zip(report["queries"], ids, scores):
+        assert [i for i, _ in entry["candidates"]] == expected_ids.tolist()
+        assert np.allclose([s for _, s in entry["candidates"]], expected_scores, rtol=1e-6)
+    assert report["ground_truth"]["poses, radius 10"]["at_score_threshold"]["threshold"] == 3.0  # the z-score one
 
 
 def test_gt_file_gives_the_same_numbers_as_exact_poses(data, tmp_path):
@@ -110,5 +132,75 @@ def test_model_mismatch_and_missing_gt_fail_with_one_line(data, tmp_path, capsys
                  "--out", str(tmp_path / "no_odom.bag")]) == 0
     assert main(["replay", "--bag", str(tmp_path / "no_odom.bag"), "--map", str(tmp / "map"), "--model", "raw-pixel",
                  "--out", str(tmp_path / "r.json")]) == 2
-    assert "3 of 3 images have no pose" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "3 of 3 images have no pose" in err and "--gt none" in err
     assert not (tmp_path / "r.json").exists()
+
+
+def test_without_ground_truth_replays_and_reports_candidates_latency_and_drops(data, tmp_path, capsys):
+    tmp, nordland = data
+    assert main(["make-bag", "--images", str(nordland / "winter"), "--frame-range", "29000:29040",
+                 "--out", str(tmp_path / "no_odom.bag")]) == 0
+    report_path = tmp_path / "r.json"
+    assert main(["replay", "--bag", str(tmp_path / "no_odom.bag"), "--map", str(tmp / "map"), "--model", "raw-pixel",
+                 "--rate-scale", "0", "--gt", "none", "--out", str(report_path)]) == 0
+    assert "not scored (--gt none); candidates published for 5 of 5 images" in capsys.readouterr().out
+    report = json.loads(report_path.read_text())
+    assert report["ground_truth"] == {} and not (tmp_path / "r_pr.png").exists()
+    assert report["frames"]["answered"] == 5 and report["frames"]["unanswered"] == 0
+    assert report["latency_ms"]["p50"] > 0 and report["node_diagnostics"]["frames_processed"] == 5
+    db = MapDatabase.load(tmp / "map")
+    for q, entry in zip(_winter_descriptors(nordland)[:5], report["queries"]):
+        assert [i for i, _ in entry["candidates"]] == [i for i, _ in db.query(q, 5)]
+
+
+@pytest.mark.parametrize("stamps", ["zero", "shared"])
+def test_images_without_own_stamps_are_matched_by_the_nodes_image_number(data, tmp_path, stamps):
+    """Header stamps 0 (drivers that leave them empty) or shared by pairs: answers still go to their image."""
+    tmp, nordland = data
+    frames = [read_rgb(nordland / f"winter/images-{f:05d}.png") for f in FRAMES[:6]]
+    record = [1_700_000_000_000_000_000 + k * 100_000_000 for k in range(6)]
+    header = [0] * 6 if stamps == "zero" else [record[k - k % 2] for k in range(6)]
+    write_image_bag(tmp_path / "q.bag", frames, header, record, topic="/cam/image")
+    report_path = tmp_path / "r.json"
+    assert main(["replay", "--bag", str(tmp_path / "q.bag"), "--map", str(tmp / "map"), "--model", "raw-pixel",
+                 "--rate-scale", "0", "--gt", "none", "--out", str(report_path)]) == 0
+    report = json.loads(report_path.read_text())
+    assert report["answers_matched"].startswith("by query_id")
+    assert report["frames"]["answered"] == 6 and report["frames"]["header_stamp_0"] == (6 if stamps == "zero" else 0)
+    db = MapDatabase.load(tmp / "map")
+    for q, entry in zip(_winter_descriptors(nordland)[:6], report["queries"]):
+        assert [i for i, _ in entry["candidates"]] == [i for i, _ in db.query(q, 5)]
+    if stamps == "zero":  # stamps are the record times, as build-map stores them
+        assert [e["stamp_ns"] for e in report["queries"]] == record
+
+
+def test_real_ros1_bags_replay(shared, tmp_path):
+    """ROS 1 bags as recorded: compressed JPEG on a topic without leading slash, stamps 10 min before the
+    record time (fiducials), and an rgb8 image with header stamp 0 (ros_numpy)."""
+    for name, topic in (("fiducials_board_611.bag", "raspicam_node/camera/image/compressed"),
+                        ("rosnumpy_test.bag", "/image")):
+        bag = shared / "data/ros1_bags" / name
+        map_dir = tmp_path / f"{name}_map"
+        assert main(["build-map", "--model", "raw-pixel", "--bag", str(bag), "--topic", topic,
+                     "--out", str(map_dir)]) == 0
+        report_path = tmp_path / f"{name}.json"
+        assert main(["replay", "--bag", str(bag), "--topic", topic, "--map", str(map_dir), "--model", "raw-pixel",
+                     "--rate-scale", "0", "--gt", "none", "--out", str(report_path)]) == 0
+        report = json.loads(report_path.read_text())
+        assert report["image_topic"] == topic and report["frames"]["answered"] == 1
+        [[map_id, similarity]] = report["queries"][0]["candidates"]  # the map's only keyframe: the image itself
+        assert map_id == 0 and similarity == pytest.approx(1.0, abs=1e-5)
+
+
+def test_summary_warns_when_the_node_heard_more_images_than_were_sent(tmp_path):
+    from structvpr_ros.replay import summary
+
+    report = {"bag": "b", "map": "m", "map_keyframes": 3, "model": "raw-pixel", "node": "in-process",
+              "frames": {"in_bag": 3, "sent": 3, "answered": 3, "unanswered": 0, "with_candidates": 3},
+              "latency_ms": None,
+              "answered_rate_hz": 1.0, "playback_wall_s": 3.0, "ground_truth": {},
+              "node_diagnostics": {"frames_received": 3}}
+    assert "WARNING" not in summary(report, tmp_path / "r.json", None)
+    report["node_diagnostics"]["frames_received"] = 5
+    assert "received 5 images but replay sent 3" in summary(report, tmp_path / "r.json", None)

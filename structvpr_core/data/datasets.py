@@ -1,9 +1,13 @@
 """Place-recognition datasets as plain lists of image paths plus ground truth.
 
 Every reader returns a ``PlaceSet``: database images, query images and, per query, the
-database indices that count as correct. Four on-disk layouts are understood:
+database indices that count as correct. These on-disk layouts are understood:
 
-* aligned folders (Nordland): the trailing integer of a file name is the place id;
+* aligned folders (Nordland, Gardens Point): the trailing integer of a file name is the
+  place id; the shared copies have declared splits (``NORDLAND64_SPLITS``,
+  ``GARDENSPOINT_SPLITS``);
+* GRIEF seasons: ``<site>/places_gt.csv`` (file, session, place), 12 monthly sessions of
+  the same 5 places per site, split by site (``GRIEF_SPLITS``);
 * gmberton UTM folders (Pitts30k, SF-XL, ... as made by VPR-datasets-downloader):
   ``@<utm_east>@<utm_north>@<zone>@<letter>@<lat>@<lon>@<pano>@<tile>@<heading>@...@.jpg``;
 * MSLS (Mapillary Street-Level Sequences): ``<root>/train_val/<city>/{query,database}/``
@@ -36,6 +40,20 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 # Nordland frame-number stretches of the nordland64 copy (see shared/data/README.md).
 NORDLAND64_SPLITS = {"train": (1500, 23990), "val": (24000, 28990), "test": (29000, 35760)}
+# Gardens Point Walking (shared/data/gardenspoint): frame NNN is the same place in all three
+# traversals. The 10-frame gaps between splits exceed GARDENSPOINT_NEGATIVE_MARGIN, so no
+# training frame is even a non-negative of a val/test frame.
+GARDENSPOINT_SPLITS = {"train": (0, 129), "val": (140, 164), "test": (175, 199)}
+GARDENSPOINT_TRAVERSALS = ("day_left", "day_right", "night_right")
+GARDENSPOINT_SOFT_TOLERANCE = 2  # the usual +-2 frames of the VPR literature
+# Frames a few steps apart along the walk still share most of the view: not negatives.
+GARDENSPOINT_NEGATIVE_MARGIN = 5
+# GRIEF seasons (shared/data/grief_seasons): 5 places x 12 monthly sessions per site. The split
+# is by site, so no training place is ever evaluated: michigan trains, stromovka tests. With 5
+# places per site a place split inside one site would leave 2-3 places per side, and no val
+# set is carved out: model selection uses nordland64 val and gardenspoint val.
+GRIEF_SPLITS = {"train": ("michigan",), "test": ("stromovka",)}
+GRIEF_SESSIONS = tuple(range(1, 13))
 # Frames within +-100 frame numbers (10 files of nordland64) are never used as training
 # negatives: the train stands still at stations and in sidings, so frames tens of
 # frame numbers apart can show the very same scene; a wrong "negative" there would
@@ -323,6 +341,107 @@ def nordland64(root: str | Path | None = None, split: str = "test", soft_toleran
                            name=f"nordland64-{split}")
 
 
+def gardenspoint(root: str | Path | None = None, split: str = "test", database: str = "day_right",
+                 queries: str = "day_left", soft_tolerance: int = GARDENSPOINT_SOFT_TOLERANCE) -> PlaceSet:
+    """Gardens Point Walking (shared/data/gardenspoint): one traversal against another.
+
+    ``database`` / ``queries`` are traversal folders (day_left, day_right, night_right);
+    day_left vs day_right is a viewpoint change (other side of the path), night_right vs
+    day_right a day/night change. Soft ground truth +-``soft_tolerance`` frames, hard = same
+    frame. Known flaw of the data: night_right Image179 and Image183 are the same file.
+    """
+    if split not in GARDENSPOINT_SPLITS:
+        raise ValueError(f"gardenspoint split must be one of {sorted(GARDENSPOINT_SPLITS)}, got {split!r}")
+    for label, traversal in (("database", database), ("queries", queries)):
+        if traversal not in GARDENSPOINT_TRAVERSALS:
+            raise ValueError(f"gardenspoint {label} must be one of {GARDENSPOINT_TRAVERSALS}, got {traversal!r}")
+    if database == queries:
+        raise ValueError(f"gardenspoint: database and queries are both {database!r}; pick two traversals")
+    root = Path(root) if root is not None else shared_dir() / "data" / "gardenspoint"
+    return aligned_folders(root / database, root / queries, soft_tolerance=soft_tolerance,
+                           hard_tolerance=0, frame_range=GARDENSPOINT_SPLITS[split],
+                           negative_margin=max(GARDENSPOINT_NEGATIVE_MARGIN, soft_tolerance),
+                           name=f"gardenspoint-{split}-{queries}->{database}")
+
+
+def _read_grief_site(site_dir: Path) -> tuple[list[Path], np.ndarray, np.ndarray]:
+    """Image paths, sessions and places of one GRIEF site from its places_gt.csv.
+
+    The header is ``file,session(1-12),place(1-5)``: columns are taken by position.
+    """
+    csv_path = site_dir / "places_gt.csv"
+    if not csv_path.is_file():
+        raise FileNotFoundError(f"GRIEF ground truth not found: {csv_path}")
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        lines = list(csv.reader(f))
+    if len(lines) < 2 or [c.split("(")[0].strip() for c in lines[0]] != ["file", "session", "place"]:
+        raise ValueError(f"{csv_path}: expected a header 'file,session,place' and data rows")
+    paths, sessions, places = [], [], []
+    for number, row in enumerate(lines[1:], start=2):
+        where = f"{csv_path}:{number}"
+        if len(row) != 3:
+            raise ValueError(f"{where}: expected 3 fields (file, session, place), got {len(row)}")
+        paths.append(site_dir / row[0].strip())
+        for value, column, out in ((row[1], "session", sessions), (row[2], "place", places)):
+            number_value = parse_csv_float(value, where, column)
+            if number_value != int(number_value) or number_value < 1:
+                raise ValueError(f"{where}: column {column!r}: {value!r} is not a positive integer")
+            out.append(int(number_value))
+    sessions, places = np.asarray(sessions, np.int64), np.asarray(places, np.int64)
+    pairs = set(zip(sessions.tolist(), places.tolist()))
+    if len(pairs) != len(paths):
+        raise ValueError(f"{csv_path}: some (session, place) pair is listed twice")
+    _require_files(paths, str(site_dir))
+    return paths, sessions, places
+
+
+def grief_site(root: str | Path | None = None, site: str = "stromovka",
+               database_sessions=GRIEF_SESSIONS, query_sessions=GRIEF_SESSIONS) -> PlaceSet:
+    """One GRIEF site: images of ``query_sessions`` against those of ``database_sessions``.
+
+    Same place (PP of SSPP.jpg) = match, but only across sessions: an image is never its
+    own positive, so all sessions against all sessions is a valid training set (every
+    image a query, positives = the same place in the other 11 seasons). Non-negatives =
+    the same place in any session.
+    """
+    root = Path(root) if root is not None else shared_dir() / "data" / "grief_seasons"
+    paths, sessions, places = _read_grief_site(root / site)
+    for label, wanted in (("database", database_sessions), ("query", query_sessions)):
+        unknown = sorted(set(wanted) - set(sessions.tolist()))
+        if unknown or not wanted:
+            raise ValueError(f"grief {site}: {label} sessions {list(wanted)} are not all in "
+                             f"{sorted(set(sessions.tolist()))}")
+    db_ids = np.flatnonzero(np.isin(sessions, list(database_sessions)))
+    q_ids = np.flatnonzero(np.isin(sessions, list(query_sessions)))
+    positives, non_negatives = [], []
+    for q in q_ids:
+        same_place = places[db_ids] == places[q]
+        positives.append(np.flatnonzero(same_place & (sessions[db_ids] != sessions[q])).astype(np.int64))
+        non_negatives.append(np.flatnonzero(same_place).astype(np.int64))
+    db_name = "all" if len(db_ids) == len(paths) else "+".join(f"{s:02d}" for s in database_sessions)
+    return _checked(PlaceSet(
+        name=f"grief-{site}-db{db_name}", database=[paths[i] for i in db_ids],
+        queries=[paths[i] for i in q_ids], positives=positives, hard_positives=list(positives),
+        non_negatives=non_negatives,
+        db_meta={"place_id": places[db_ids], "session": sessions[db_ids]},
+        q_meta={"place_id": places[q_ids], "session": sessions[q_ids]},
+    ))
+
+
+def grief_seasons(root: str | Path | None = None, split: str = "test") -> list[PlaceSet]:
+    """The GRIEF season protocol: every session in turn is the database (one image per
+    place), the other 11 sessions are its queries; one PlaceSet per (site, database
+    session), to be pooled. All 12x11 ordered season pairs count, as in GRIEF's own
+    evaluation. With 5 places in a database, R@5 and beyond are 1 by construction:
+    R@1 is the figure to read.
+    """
+    if split not in GRIEF_SPLITS:
+        raise ValueError(f"grief split must be one of {sorted(GRIEF_SPLITS)} (no val: with 5 places "
+                         f"per site none can be spared; select on nordland64/gardenspoint val), got {split!r}")
+    return [grief_site(root, site, (session,), tuple(s for s in GRIEF_SESSIONS if s != session))
+            for site in GRIEF_SPLITS[split] for session in GRIEF_SESSIONS]
+
+
 # ---------------------------------------------------------------- (b) UTM-named folders
 
 
@@ -509,6 +628,8 @@ def csv_poses(db_csv: str | Path, q_csv: str | Path, radius_m: float = 25.0,
 LAYOUTS: dict[str, Callable[..., PlaceSet]] = {
     "aligned_folders": aligned_folders,
     "nordland64": nordland64,
+    "gardenspoint": gardenspoint,
+    "grief_site": grief_site,
     "utm_folders": utm_folders,
     "pitts30k": pitts30k,
     "msls_city": msls_city,

@@ -1,14 +1,11 @@
-"""Reading images from disk: one RGB loader and a torch Dataset over a list of paths."""
+"""Reading images from disk: one RGB loader with clear errors."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
@@ -29,27 +26,3 @@ def read_rgb(path: str | Path) -> np.ndarray:
     if bgr is None:
         raise ValueError(f"cannot decode image (corrupt or not an image): {path}")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-def rgb_to_tensor(rgb: np.ndarray) -> torch.Tensor:
-    """HxWx3 uint8 -> 3xHxW float32 in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div_(255.0)
-
-
-class ImageFolderDataset(Dataset):
-    """Images from a list of paths; item i is ``(transform(read_rgb(paths[i])), i)``.
-
-    The index comes back with the tensor so descriptors computed by a DataLoader can be
-    written to the right row whatever the batching.
-    """
-
-    def __init__(self, paths: Sequence[str | Path],
-                 transform: Callable[[np.ndarray], torch.Tensor] = rgb_to_tensor):
-        self.paths = [Path(p) for p in paths]
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return self.transform(read_rgb(self.paths[index])), index

@@ -7,6 +7,11 @@ set's ground truth (metric definitions: ``metrics.py``). On aligned-folder data
 truth are reported; elsewhere they coincide and only 'soft' is reported.
 
 ``evaluate_place_set`` is the reusable core (training uses it for validation).
+
+``--sequence-length L`` (> 1) ranks the database by sequence score instead
+(``structvpr_core.retrieval.sequence``): queries and database are taken in their
+recorded order (file-name order: frame numbers for Nordland), each query's sequence
+is itself and the L - 1 queries before it, and the PR curve sweeps the sequence score.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ from typing import Sequence
 
 import numpy as np
 
-from structvpr_core.cli import CliError, parse_frame_range, parse_size
+from structvpr_core.cli import (CliError, add_sequence_arguments, parse_frame_range, parse_size,
+                                sequence_config_from_args)
 from structvpr_core.data.datasets import NORDLAND64_SPLITS, PlaceSet, aligned_folders, csv_poses, nordland64, utm_folders
 from structvpr_core.runtime.encoder import BASELINES, Encoder, encode_paths, load_encoder
 from structvpr_core.data.images import read_rgb
@@ -27,6 +33,7 @@ from structvpr_core.io_utils import atomic_write_text, file_sha256
 from structvpr_core.evaluation.metrics import pr_auc, pr_curve, plot_pr, recall_at_100_precision, recall_at_n
 from structvpr_core.paths import shared_dir
 from structvpr_core.retrieval.index import DescriptorIndex, IndexConfig
+from structvpr_core.retrieval.sequence import SequenceConfig, ranked_by_sequence
 
 DEFAULT_KS = (1, 5, 10, 20)
 
@@ -40,8 +47,11 @@ def evaluate_place_set(
     ks: Sequence[int] = DEFAULT_KS,
     index_config: IndexConfig | None = None,
     batch_size: int = 32,
+    sequence: SequenceConfig | None = None,
 ) -> dict:
     """Encode, retrieve top-max(ks), score. Returns a JSON-ready dict.
+
+    ``sequence`` with length > 1: rank by sequence score (flat, exact) instead of the index.
 
     ``result["soft"]["recall@5"]`` etc.; ``result["hard"]`` only when the hard ground
     truth differs from the soft one. ``pr_curves`` holds the curve points for plots.
@@ -57,10 +67,15 @@ def evaluate_place_set(
     q_desc = encode_paths(encoder, place_set.queries, batch_size, desc="encoding queries")
     encode_s = time.perf_counter() - start
 
-    index = DescriptorIndex(encoder.dim, index_config)
-    index.train(db_desc)
-    index.add(db_desc, np.arange(len(db_desc)))  # id = database position
-    scores, ranked = index.search(q_desc, ks[-1])
+    if sequence is not None and sequence.length > 1:
+        scores, ranked = ranked_by_sequence(q_desc, db_desc, sequence, ks[-1])
+        index_kind = "sequence"
+    else:
+        index = DescriptorIndex(encoder.dim, index_config)
+        index.train(db_desc)
+        index.add(db_desc, np.arange(len(db_desc)))  # id = database position
+        scores, ranked = index.search(q_desc, ks[-1])
+        index_kind = index.kind
 
     ground_truths = {"soft": place_set.positives}
     if any(not np.array_equal(h, s) for h, s in zip(place_set.hard_positives, place_set.positives)):
@@ -70,7 +85,8 @@ def evaluate_place_set(
         "dataset": place_set.name,
         "encoder": encoder.name,
         "descriptor_dim": int(encoder.dim),
-        "index": index.kind,
+        "index": index_kind,
+        "sequence": None if index_kind != "sequence" else sequence.__dict__.copy(),
         "num_database": len(place_set.database),
         "num_queries": len(place_set.queries),
         # wall time for reading + encoding database and queries, per image
@@ -98,8 +114,11 @@ def evaluate_place_set(
 def format_table(result: dict) -> str:
     ks = sorted(int(k.split("@")[1]) for k in result["soft"] if k.startswith("recall@"))
     head = f"{'GT':<5}" + "".join(f"{f'R@{k}':>8}" for k in ks) + f"{'AUC':>8}{'R@100P':>8}"
+    seq = result.get("sequence")
     lines = [
-        f"{result['dataset']} | {result['encoder']} | {result['num_queries']} queries, "
+        f"{result['dataset']} | {result['encoder']}"
+        + (f" | sequences of {seq['length']} ({seq['normalization']})" if seq else "")
+        + f" | {result['num_queries']} queries, "
         f"{result['num_database']} database, dim {result['descriptor_dim']}, "
         f"{result['encode_ms_per_image']:.2f} ms/img",
         head,
@@ -138,11 +157,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--model", required=True, help=f"checkpoint path or baseline: {' | '.join(BASELINES)}")
     model.add_argument("--resize", metavar="WxH",
                        help="network input size; default: the checkpoint's, or the images' native size "
-                            "for random-mobilenetv2")
+                            "for random-mobilenetv2 and imagenet-mobilenetv2")
     model.add_argument("--seed", type=int, default=0, help="random-mobilenetv2 initialisation seed (default 0)")
     model.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     model.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--index", choices=("flat", "ivfpq"), default="flat", help="faiss index kind (default flat)")
+    add_sequence_arguments(parser)
     parser.add_argument("--out", type=Path, help="write results as JSON here")
     parser.add_argument("--plot", type=Path, help="PR-curve PNG (default: next to --out, same name .png)")
 
@@ -152,7 +172,10 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--batch-size must be >= 1, got {args.batch_size}")
     place_set, data_info = _load_data(args)
     encoder, model_info = _load_model(args, place_set)
-    result = evaluate_place_set(encoder, place_set, DEFAULT_KS, IndexConfig(args.index), args.batch_size)
+    sequence = sequence_config_from_args(args, args.model)
+    if sequence.length > 1 and args.index != "flat":
+        raise CliError("--sequence-length > 1 scores every database image (exact): drop --index ivfpq")
+    result = evaluate_place_set(encoder, place_set, DEFAULT_KS, IndexConfig(args.index), args.batch_size, sequence)
     result = {**model_info, **data_info, **result}
     print(format_table(result))
 
@@ -230,7 +253,7 @@ def _load_model(args, place_set: PlaceSet) -> tuple[Encoder, dict]:
     size = parse_size(args.resize)
     if args.model == "raw-pixel" and size is not None:
         raise CliError("--resize does not apply to raw-pixel (it uses its own fixed patch-normalised grid)")
-    if args.model == "random-mobilenetv2" and size is None:
+    if args.model in ("random-mobilenetv2", "imagenet-mobilenetv2") and size is None:
         first = read_rgb(place_set.queries[0])
         size = (first.shape[1], first.shape[0])  # native (W, H)
     is_checkpoint = args.model not in BASELINES

@@ -125,24 +125,6 @@ def plot_pr(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path, 
     return _save_png(fig, path)
 
 
-def plot_recall_at_n(results: dict[str, dict[int, float]], path: str | Path, title: str = "Recall@N") -> Path:
-    """``results``: name -> {N: recall}. Written atomically as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 4.5), dpi=120)
-    for name, recalls in results.items():
-        points = sorted((int(n), r) for n, r in recalls.items())  # keys may be JSON strings
-        ax.plot([n for n, _ in points], [r for _, r in points], marker="o", label=name)
-    ax.set(xlabel="N", ylabel="Recall@N", ylim=(0, 1.02), title=title)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
-    fig.tight_layout()
-    return _save_png(fig, path)
-
-
 def _save_png(fig, path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 

@@ -22,12 +22,23 @@ the temporal-consistency rule fired:
    between the two passes. A query without candidates breaks the streak.
    ``consistency_k = 1`` accepts every detection.
 
+Sequence matching (``sequence.length`` > 1, ``structvpr_core.retrieval.sequence``): step 1
+becomes "the top ``top_k`` keyframes by sequence score": the query's similarity to every
+keyframe (flat index) is pushed into a ``SequenceMatcher``, which scores each keyframe
+as the end of a sequence retraced by this query and the ones before it; recency
+exclusion limits which keyframes may end a sequence. Step 2 then uses
+``sequence_score_threshold`` (a z-score, not a cosine). ``sequence_candidates = both``
+appends the single-frame candidates (``score_threshold``) not already listed, after
+the sequence ones. ``sequence.length`` = 1 is exactly the single-frame behaviour.
+
 Which frames get that far: ``KeyframeSelector`` (stamp time and distance since the last
 keyframe) and ``PoseBuffer`` (the odometry pose nearest an image's stamp).
 """
 
 from __future__ import annotations
 
+import bisect
+import math
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -38,6 +49,7 @@ import numpy as np
 from structvpr_core.config import ConfigError
 from structvpr_core.loop_closure.geometry import CameraIntrinsics, GeometryConfig, LocalFeatures, Verification, verify
 from structvpr_core.retrieval.map_database import MapDatabase
+from structvpr_core.retrieval.sequence import SequenceConfig, SequenceMatcher, top_k
 
 NS_PER_S = 1_000_000_000
 
@@ -57,6 +69,12 @@ class LoopClosureConfig:
     # geometric verification: off | annotate (fill in inliers/pose) | require (drop unverified)
     verification: Literal["off", "annotate", "require"] = "off"
     geometry: GeometryConfig = field(default_factory=GeometryConfig)
+    # sequence matching; length 1 = single-frame
+    sequence: SequenceConfig = field(default_factory=lambda: SequenceConfig(length=1))
+    # sequence matches: minimum sequence score (z-score: standard deviations above the query's typical sequence)
+    sequence_score_threshold: float = 3.0
+    # sequence: sequence candidates only | both: then single-frame candidates not already listed
+    sequence_candidates: Literal["sequence", "both"] = "sequence"
 
     def __post_init__(self):
         if self.top_k < 1:
@@ -71,13 +89,24 @@ class LoopClosureConfig:
             raise ConfigError(f"consistency_window must be >= 0, got {self.consistency_window}")
         if self.verification not in ("off", "annotate", "require"):
             raise ConfigError(f"verification must be off, annotate or require, got {self.verification!r}")
+        if not np.isfinite(self.sequence_score_threshold):
+            raise ConfigError(f"sequence_score_threshold must be a finite number, got {self.sequence_score_threshold}")
+        if self.sequence_candidates not in ("sequence", "both"):
+            raise ConfigError(f"sequence_candidates must be sequence or both, got {self.sequence_candidates!r}")
+
+
+@dataclass
+class SequenceSpan:
+    start_map_id: int  # keyframe matched to the sequence's first query (map_id: to the current one)
+    velocity: float  # map keyframes per query; negative = map traversed backwards
 
 
 @dataclass
 class Candidate:
     map_id: int
-    score: float
+    score: float  # cosine similarity, or the sequence score when ``sequence`` is set
     verification: Verification | None = None  # None: verification not run for this candidate
+    sequence: SequenceSpan | None = None  # None: a single-frame match
 
 
 @dataclass
@@ -85,6 +114,8 @@ class Detection:
     candidates: list[Candidate]  # passed all rules, best first (empty: nothing passed)
     streak: int  # consecutive agreeing queries including this one (0 without candidates)
     consistent: bool  # streak >= consistency_k
+    sequence_length: int = 1  # queries the sequence scores span (fewer than configured at a run's start)
+    sequence_start_stamp_ns: int = 0  # stamp of the sequence's first query (= this query's when length 1)
 
     @property
     def loop_closed(self) -> bool:
@@ -96,10 +127,18 @@ class LoopDetector:
         self.db = db
         self.config = config
         self.intrinsics = intrinsics  # None: geometry.default_intrinsics per image size
+        self._matcher = SequenceMatcher(config.sequence) if config.sequence.length > 1 else None
+        self._query_stamps: deque[int] = deque(maxlen=config.sequence.length)
         self.reset()
 
     def reset(self) -> None:
-        """Forget the consistency history (after a map reset or a jump back in time)."""
+        """Forget the consistency and sequence history (after a map reset or a jump back in time)."""
+        self._reset_consistency()
+        self._query_stamps.clear()
+        if self._matcher is not None:
+            self._matcher.reset()
+
+    def _reset_consistency(self) -> None:
         self._streak = 0
         self._last_best: int | None = None
 
@@ -112,11 +151,32 @@ class LoopDetector:
     ) -> Detection:
         cfg = self.config
         cutoff = stamp_ns - round(cfg.exclude_recent_s * NS_PER_S) if exclude_recent else None
-        hits = self.db.query(descriptor, cfg.top_k, exclude_newer_than_ns=cutoff)
-        candidates = [Candidate(i, s) for i, s in hits if s >= cfg.score_threshold]
+        self._query_stamps.append(int(stamp_ns))
+        if self._matcher is None:
+            hits = self.db.query(descriptor, cfg.top_k, exclude_newer_than_ns=cutoff)
+            candidates = [Candidate(i, s) for i, s in hits if s >= cfg.score_threshold]
+            length = 1
+        else:
+            candidates, length = self._sequence_candidates(descriptor, cutoff)
         if cfg.verification != "off" and features is not None:
             candidates = self._verify(candidates, features)
-        return Detection(candidates, *self._update_consistency(candidates))
+        return Detection(candidates, *self._update_consistency(candidates), length, self._query_stamps[-length])
+
+    def _sequence_candidates(self, descriptor: np.ndarray, cutoff_ns: int | None) -> tuple[list[Candidate], int]:
+        cfg = self.config
+        similarity = self.db.similarities(descriptor)
+        eligible = None if cutoff_ns is None else self.db.stamps_ns <= cutoff_ns
+        result = self._matcher.push(similarity, eligible)
+        candidates = [Candidate(int(i), float(result.scores[i]),
+                                sequence=SequenceSpan(int(result.start_ids[i]), float(result.velocities[i])))
+                      for i in top_k(result.scores, cfg.top_k)
+                      if np.isfinite(result.scores[i]) and result.scores[i] >= cfg.sequence_score_threshold]
+        if cfg.sequence_candidates == "both":
+            listed = {c.map_id for c in candidates}
+            single = similarity if eligible is None else np.where(eligible, similarity, -np.inf)
+            candidates += [Candidate(int(i), float(single[i])) for i in top_k(single, cfg.top_k)
+                           if single[i] >= cfg.score_threshold and int(i) not in listed]
+        return candidates, result.length
 
     def _verify(self, candidates: list[Candidate], features: LocalFeatures) -> list[Candidate]:
         for c in candidates:
@@ -130,7 +190,7 @@ class LoopDetector:
 
     def _update_consistency(self, candidates: list[Candidate]) -> tuple[int, bool]:
         if not candidates:
-            self.reset()
+            self._reset_consistency()
             return 0, False
         best = candidates[0].map_id
         agrees = self._last_best is not None and abs(best - self._last_best) <= self.config.consistency_window
@@ -171,21 +231,62 @@ class KeyframeSelector:
         self._last_position = None if position is None else np.asarray(position, np.float64)
 
 
-class PoseBuffer:
-    """Recent odometry poses by stamp; an image takes the nearest one within ``max_offset_s``."""
+# tf2's tolerance: a quaternion whose squared norm is off by more than this is not a rotation
+QUATERNION_NORM_TOLERANCE = 1e-2
 
-    def __init__(self, max_offset_s: float, capacity: int = 1000):
+
+def checked_pose(pose7) -> np.ndarray:
+    """``x y z qx qy qz qw`` as float64 with the quaternion normalised; ``ValueError`` for a pose
+    that is not one (NaN/inf, or a quaternion off unit length, e.g. all zeros)."""
+    pose = np.asarray(pose7, np.float64).reshape(-1)
+    if pose.shape != (7,) or not np.isfinite(pose).all():
+        raise ValueError(f"pose must be 7 finite numbers x y z qx qy qz qw, got {pose.tolist()}")
+    norm_sq = float(pose[3:] @ pose[3:])
+    if abs(norm_sq - 1) > QUATERNION_NORM_TOLERANCE:
+        raise ValueError(f"orientation {pose[3:].tolist()} is not a unit quaternion (norm {norm_sq ** 0.5:.3g})")
+    pose[3:] /= norm_sq**0.5
+    return pose
+
+
+class PoseBuffer:
+    """Odometry poses by stamp; an image takes the pose nearest its stamp if within ``max_offset_s``.
+
+    ``add`` refuses a pose that is not one (``checked_pose``), so lookups never return it.
+
+    The node keeps the latest ``capacity`` poses (by arrival); the offline tools hold a whole
+    bag's (``capacity=None``). Stamps are kept sorted, so a lookup is a bisection.
+    """
+
+    def __init__(self, max_offset_s: float, capacity: int | None = 1000):
+        if not (max_offset_s >= 0 and math.isfinite(max_offset_s)):
+            raise ConfigError(f"odometry max offset must be a finite number >= 0 s, got {max_offset_s}")
         self.max_offset_ns = round(max_offset_s * NS_PER_S)
-        self._entries: deque[tuple[int, np.ndarray]] = deque(maxlen=capacity)
+        self.capacity = capacity
+        self._arrivals: deque[int] = deque()  # stamps in arrival order, to evict the oldest
+        self._stamps: list[int] = []  # sorted
+        self._poses: dict[int, np.ndarray] = {}
         self._lock = threading.Lock()  # odometry arrives on the executor thread, lookups on the worker
 
+    def __len__(self) -> int:
+        return len(self._stamps)
+
     def add(self, stamp_ns: int, pose7: np.ndarray) -> None:
+        pose = checked_pose(pose7)
         with self._lock:
-            self._entries.append((stamp_ns, np.asarray(pose7, np.float64)))
+            if stamp_ns not in self._poses:
+                bisect.insort(self._stamps, stamp_ns)
+                self._arrivals.append(stamp_ns)
+            self._poses[stamp_ns] = pose  # a repeated stamp: the newer pose
+            if self.capacity is not None and len(self._arrivals) > self.capacity:
+                oldest = self._arrivals.popleft()
+                del self._poses[oldest]
+                del self._stamps[bisect.bisect_left(self._stamps, oldest)]
 
     def pose_at(self, stamp_ns: int) -> np.ndarray | None:
         with self._lock:
-            if not self._entries:
+            i = bisect.bisect_left(self._stamps, stamp_ns)
+            near = [self._stamps[j] for j in (i - 1, i) if 0 <= j < len(self._stamps)]
+            if not near:
                 return None
-            offset, pose = min(((abs(s - stamp_ns), p) for s, p in self._entries), key=lambda e: e[0])
-        return pose if offset <= self.max_offset_ns else None
+            best = min(near, key=lambda s: abs(s - stamp_ns))
+            return self._poses[best] if abs(best - stamp_ns) <= self.max_offset_ns else None

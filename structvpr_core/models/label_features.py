@@ -56,17 +56,6 @@ def label_concat(features: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return F.normalize((weights.unsqueeze(-1) * features).flatten(1), dim=1)
 
 
-def stage_channels(trunk: nn.Module, in_channels: int, levels: tuple[int, ...]) -> list[int]:
-    """Channels of the trunk's stage maps at ``levels``, by one tiny forward (any trunk with
-    ``forward_stages`` works, whatever its widths); BN statistics are left untouched."""
-    was_training = trunk.training
-    trunk.eval()
-    with torch.no_grad():
-        stages = trunk.forward_stages(torch.zeros(1, in_channels, 64, 64))
-    trunk.train(was_training)
-    return [stages[lvl - 1].shape[1] for lvl in levels]
-
-
 class LabelPooling(nn.Module):
     """LMC: per label, mask-weighted mean of each level's stage map, L2 per level, concat, project, L2."""
 
@@ -152,7 +141,9 @@ class LabelAwareModel(nn.Module):
         self.global_head = branches.MCHead(config.mc_levels)
         self.global_dim = self.trunk.dim
         self.dim = config.dim
-        chans = stage_channels(self.trunk, config.in_channels, config.mc_levels)
+        chans = [config.stage_channels[lvl - 1] for lvl in config.mc_levels]
+        if config.branch == "rgb":  # the encoder normalises input by the trunk's statistics
+            self.input_mean, self.input_std = self.trunk.input_mean, self.trunk.input_std
         head = TeacherLabelHead if config.branch == "seg" else StudentLabelHead
         self.label_head = head(chans, config.mc_levels, config.label_features)
 

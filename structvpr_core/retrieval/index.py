@@ -109,6 +109,20 @@ class DescriptorIndex:
         """All stored ids (int64), in storage order."""
         return faiss.vector_to_array(self._index.id_map).astype(np.int64)
 
+    def flat_vectors(self) -> np.ndarray:
+        """(N, dim) stored descriptors in storage order: a read-only view of faiss's memory, no copy.
+
+        Flat index only (ivfpq keeps compressed codes, not the descriptors). The view is
+        valid until the next ``add``/``remove``: use it at once, under the caller's lock.
+        """
+        if self.kind != "flat":
+            raise ValueError(f"only the flat index keeps the exact descriptors, this one is '{self.kind}'")
+        inner = faiss.downcast_index(self._index.index)
+        n = self._index.ntotal
+        view = faiss.rev_swig_ptr(inner.get_xb(), n * self.dim).reshape(n, self.dim)
+        view.flags.writeable = False
+        return view
+
     # --- building ---------------------------------------------------------------------
     def train(self, desc: np.ndarray) -> None:
         """Fit the ivfpq coarse quantizer and PQ codebooks (no-op for 'flat')."""

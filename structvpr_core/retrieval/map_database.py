@@ -19,8 +19,11 @@ On disk a map is a directory::
 
 ``save`` writes a sibling temporary directory, fsyncs it, and only then swaps it in
 with renames, so a crash leaves either the previous map or the new one, never a half
-map (a crash mid-save may leave a ``.NAME.saving-*`` directory beside the map: never
-read, safe to delete). No ROS here: the node, the CLI tools and offline evaluation all share this class.
+map. A crash mid-save may leave a ``.NAME.saving-*`` directory beside the map (never
+read); a crash between the two renames leaves no map at the path and the previous one
+at ``.NAME.previous-*``. ``open_map`` (the node's start-up decision) refuses that state
+with the recovery step, and removes such leftovers once the map at the path is intact,
+as ``save`` does. No ROS here: the node, the CLI tools and offline evaluation all share this class.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import numpy as np
 from structvpr_core.loop_closure.geometry import ORB_DESCRIPTOR_BYTES, LocalFeatures
 from structvpr_core.io_utils import file_sha256
 from structvpr_core.retrieval.index import DescriptorIndex, IndexConfig
+from structvpr_core.retrieval.sequence import similarity_row
 
 FORMAT = "structvpr-map/1"
 FILES = ("index.faiss", "keyframes.npz", "features.npz")
@@ -256,6 +260,12 @@ class MapDatabase:
                 break
         return results
 
+    def similarities(self, descriptor: np.ndarray) -> np.ndarray:
+        """(N,) cosine similarity of ``descriptor`` to every keyframe, by id (flat index only)."""
+        with self._lock:
+            # ids are 0..N-1 in storage order (add_batch appends them so; load checks it)
+            return similarity_row(descriptor, self.index.flat_vectors())
+
     # --- persistence ------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
         """Atomically write the map to ``directory`` (replacing a previous map there)."""
@@ -273,6 +283,7 @@ class MapDatabase:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        remove_save_leftovers(target)
         return target
 
     def _write_files(self, out: Path) -> None:
@@ -346,7 +357,51 @@ class MapDatabase:
         return db
 
 
+def open_map(directory: str | Path, model: ModelIdentity, *, create: bool) -> MapDatabase:
+    """The map a run starts from: the one at ``directory``, or (``create``) a new empty one.
+
+    ``MapError`` (naming the recovery step) when the directory holds a map of another
+    model, a damaged map, something that is not a map, no map where one is required
+    (``create`` False), or no map because a save was interrupted between its renames:
+    starting empty there would silently drop the previous map at the next save.
+    """
+    directory = Path(directory).absolute()
+    if (directory / "meta.json").is_file():
+        db = MapDatabase.load(directory, expect_model=model)
+        remove_save_leftovers(directory)
+        return db
+    hint = _interrupted_save_hint(directory)
+    if hint:
+        raise MapError(f"{directory} holds no map{hint}")
+    if not create:
+        raise MapError(f"{directory} holds no map (build one with a mapping run or structvpr build-map)")
+    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        raise MapError(f"{directory} exists and is not a map directory (no meta.json)")
+    remove_save_leftovers(directory)
+    return MapDatabase(model)
+
+
+def remove_save_leftovers(directory: str | Path) -> list[Path]:
+    """Delete the ``.NAME.saving-*`` / ``.NAME.previous-*`` folders interrupted saves left beside
+    ``directory`` (each as big as a map); call only when the map at ``directory`` is the one to
+    keep. Returns what was removed."""
+    directory = Path(directory).absolute()
+    leftovers = sorted(directory.parent.glob(f".{directory.name}.saving-*")) + _previous_maps(directory)
+    for path in leftovers:
+        shutil.rmtree(path, ignore_errors=True)
+    return leftovers
+
+
 # --- helpers ------------------------------------------------------------------------------
+
+
+def _previous_maps(directory: Path) -> list[Path]:
+    return sorted(directory.parent.glob(f".{directory.name}.previous-*")) if directory.parent.is_dir() else []
+
+
+def _interrupted_save_hint(directory: Path) -> str:
+    previous = _previous_maps(directory)
+    return f" (an interrupted save left the previous map at {previous[0]}: rename it to {directory})" if previous else ""
 
 
 def _pose_row(pose) -> np.ndarray:
@@ -394,9 +449,7 @@ def _swap_in(tmp: Path, target: Path) -> None:
 
 def _read_meta(directory: Path) -> dict:
     if not directory.is_dir():
-        leftovers = sorted(directory.parent.glob(f".{directory.name}.previous-*")) if directory.parent.is_dir() else []
-        hint = f" (an interrupted save left the previous map at {leftovers[0]}: rename it to {directory})" if leftovers else ""
-        raise FileNotFoundError(f"map directory not found: {directory}{hint}")
+        raise FileNotFoundError(f"map directory not found: {directory}{_interrupted_save_hint(directory)}")
     path = directory / "meta.json"
     if not path.is_file():
         raise MapError(f"{directory} is not a map: meta.json is missing")
@@ -435,8 +488,8 @@ def _check_consistent(directory: Path, n: int, model: ModelIdentity, index: Desc
         fail(f"index holds {index.dim}-d descriptors but meta.json says the model is {model.dim}-d")
     if len(index) != n:
         fail(f"index holds {len(index)} descriptors, meta.json counts {n} keyframes")
-    if not np.array_equal(np.sort(index.ids()), np.arange(n)) or not np.array_equal(kf["ids"], np.arange(n)):
-        fail("keyframe ids are not 0..N-1 in both the index and keyframes.npz")
+    if not np.array_equal(index.ids(), np.arange(n)) or not np.array_equal(kf["ids"], np.arange(n)):
+        fail("keyframe ids are not 0..N-1 in order in both the index and keyframes.npz")
     shapes = {"stamps_ns": (n,), "poses": (n, 7), "frame_ids": (n,), "sources": (n,), "has_features": (n,),
               "image_sizes": (n, 2), "offsets": (n + 1,)}
     for key, shape in shapes.items():

@@ -12,14 +12,19 @@ from typing import Protocol, Sequence
 import cv2
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from structvpr_core.models.checkpoint import load_checkpoint
 from structvpr_core.models.branches import ModelConfig, RGBBranch
+from structvpr_core.progress import progress
 
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
-BASELINES = ("raw-pixel", "random-mobilenetv2")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# Off-the-shelf ImageNet EfficientNet-Lite0, no VPR training: "imagenet-lite0" max-pools the
+# last feature map (the 1280-channel head; the reference the trained students must beat),
+# "imagenet-lite0-mc" applies StructVPR's MC head to stages 3-5 (472-d).
+IMAGENET_LITE0_LEVELS = {"imagenet-lite0": (6,), "imagenet-lite0-mc": (3, 4, 5)}
+BASELINES = ("raw-pixel", "random-mobilenetv2", "imagenet-mobilenetv2", *IMAGENET_LITE0_LEVELS)
+DEFAULT_BASELINE_SIZE = (640, 480)
 
 
 class Encoder(Protocol):
@@ -37,8 +42,12 @@ def pick_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-def to_input_tensor(images: Sequence[np.ndarray], size: tuple[int, int]) -> torch.Tensor:
-    """RGB uint8 images -> ImageNet-normalised (B, 3, H, W) float tensor at ``size`` = (W, H)."""
+def to_input_tensor(images: Sequence[np.ndarray], size: tuple[int, int],
+                    mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> torch.Tensor:
+    """RGB uint8 images -> (B, 3, H, W) float tensor at ``size`` = (W, H), (x / 255 - mean) / std.
+
+    ``mean`` / ``std`` are the trunk's (``RGBBranch.input_mean`` / ``input_std``).
+    """
     batch = np.empty((len(images), size[1], size[0], 3), np.float32)
     for i, img in enumerate(images):
         if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
@@ -48,7 +57,7 @@ def to_input_tensor(images: Sequence[np.ndarray], size: tuple[int, int]) -> torc
             interp = cv2.INTER_AREA if img.shape[1] > size[0] else cv2.INTER_LINEAR
             img = cv2.resize(img, tuple(size), interpolation=interp)
         batch[i] = img
-    batch = (batch / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+    batch = (batch / 255.0 - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
     return torch.from_numpy(batch).permute(0, 3, 1, 2)
 
 
@@ -65,7 +74,7 @@ class TorchEncoder:
 
     @torch.inference_mode()
     def encode(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        x = to_input_tensor(images, self.input_size).to(self.device, memory_format=torch.channels_last)
+        x = to_input_tensor(images, self.input_size, self.model.input_mean, self.model.input_std).to(self.device, memory_format=torch.channels_last)
         with torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
             out = self.model(x)
         return out.float().cpu().numpy()
@@ -95,13 +104,25 @@ class RawPixelEncoder:
 
 
 def load_encoder(spec: str, device: str = "auto", input_size: tuple[int, int] | None = None, seed: int = 0) -> Encoder:
-    """``spec`` = a checkpoint path, or a baseline name: raw-pixel | random-mobilenetv2."""
+    """``spec`` = a checkpoint path, or a baseline name (``BASELINES``).
+
+    imagenet-mobilenetv2: the paper's MC student (MobileNetV2, 448-d) with the ImageNet weights
+    of the shared coral TFLite model, untrained for places.
+    """
     if spec == "raw-pixel":
         return RawPixelEncoder()
+    size = tuple(input_size or DEFAULT_BASELINE_SIZE)
     if spec == "random-mobilenetv2":
         torch.manual_seed(seed)  # the baseline must be the same network every run
-        size = tuple(input_size or (640, 480))
         return TorchEncoder(RGBBranch(ModelConfig("rgb", size)), f"random-mobilenetv2-seed{seed}", device, size)
+    if spec == "imagenet-mobilenetv2":
+        model = RGBBranch(ModelConfig("rgb", size, padding="tf-same"))
+        model.load_imagenet("coral")
+        return TorchEncoder(model, "imagenet-mobilenetv2-coral", device, size)
+    if spec in IMAGENET_LITE0_LEVELS:
+        model = RGBBranch(ModelConfig("rgb", size, mc_levels=IMAGENET_LITE0_LEVELS[spec], trunk="efficientnet-lite0"))
+        model.load_imagenet()
+        return TorchEncoder(model, spec, device, size)
     path = Path(spec)
     if not path.exists():
         raise FileNotFoundError(f"model '{spec}' is neither a checkpoint file nor a baseline {list(BASELINES)}")
@@ -114,7 +135,7 @@ def encode_paths(encoder: Encoder, paths: Sequence[Path], batch_size: int = 32, 
     from structvpr_core.data.images import read_rgb  # dataset helper (clear errors for unreadable files)
 
     out = np.empty((len(paths), encoder.dim), np.float32)
-    for start in tqdm(range(0, len(paths), batch_size), desc=desc, unit="batch", leave=False):
+    for start in progress(range(0, len(paths), batch_size), desc=desc, unit="batch", leave=False):
         chunk = paths[start : start + batch_size]
         out[start : start + len(chunk)] = encoder.encode([read_rgb(p) for p in chunk])
     return out

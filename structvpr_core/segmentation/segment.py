@@ -1,4 +1,7 @@
-"""Offline semantic segmentation with ESPNet: one image -> label map, or a folder -> label PNG cache.
+"""Offline semantic segmentation: one image -> label map, or a folder -> label PNG cache.
+
+Two teachers: ESPNet (torch; Cityscapes or CamVid weights) and DeepLabV3-MobileNetV2 ADE20K
+(TFLite, the paper's label space; ``segmentation/deeplab_ade20k.py``).
 
 ``Segmenter.predict`` turns an RGB uint8 image into a uint8 class map of the same
 size. ``structvpr segment`` runs it over an image folder and writes one label PNG per
@@ -18,12 +21,15 @@ import cv2
 import numpy as np
 import torch
 import yaml
-from tqdm import tqdm
+from tqdm import tqdm  # tqdm.write: a message that leaves a bar intact
 
 from structvpr_core.cli import CliError, parse_size
 from structvpr_core.config import ConfigError, to_dict
+from structvpr_core.segmentation.deeplab_ade20k import DeepLabADE20K, default_weights
 from structvpr_core.segmentation.espnet import load_espnet
+from structvpr_core.segmentation.slme import load_table
 from structvpr_core.io_utils import atomic_write_bytes, atomic_write_text, file_sha256
+from structvpr_core.progress import progress
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 CACHE_META_NAME = "segmentation.yaml"
@@ -57,6 +63,20 @@ class LabelSet:
     def colorize(self, labels: np.ndarray) -> np.ndarray:
         """HxW class map -> HxWx3 RGB image in this label set's colours."""
         return np.asarray(self.palette_rgb, dtype=np.uint8)[labels]
+
+
+def _pascal_palette(n: int) -> tuple[tuple[int, int, int], ...]:
+    """The PASCAL VOC colour map (bit-interleaved label id), as DeepLab's tools draw labels."""
+    colours = []
+    for label in range(n):
+        r = g = b = 0
+        for shift in range(7, -1, -1):
+            r |= ((label >> 0) & 1) << shift
+            g |= ((label >> 1) & 1) << shift
+            b |= ((label >> 2) & 1) << shift
+            label >>= 3
+        colours.append((r, g, b))
+    return tuple(colours)
 
 
 LABEL_SETS: dict[str, LabelSet] = {
@@ -99,17 +119,40 @@ LABEL_SETS: dict[str, LabelSet] = {
         native_size=(480, 360),
         stats_source="ZJULearning/RMI dataloaders/datasets/camvid.py (CamVid train+val)",
     ),
+    # The network's "other/unlabelled" output (channel 0) is stored last, as void, like the
+    # ESPNet label sets; class ids are the SLME table's (labels.txt line k = id k - 1).
+    "ade20k": LabelSet(
+        name="ade20k",
+        class_names=(*load_table("ade20k").classes, "other"),
+        palette_rgb=(*_pascal_palette(151)[1:], (0, 0, 0)),
+        mean_bgr=(127.5, 127.5, 127.5),
+        std_bgr=(127.5, 127.5, 127.5),
+        native_size=(513, 513),
+        stats_source="TF DeepLab / TF-Hub lite-model input convention: x / 127.5 - 1",
+    ),
 }
+SEGMENTERS = ("espnet", "deeplab-ade20k")
 
 
 @dataclass
 class SegmenterConfig:
-    weights: Path
+    weights: Path | None = None  # ESPNet: required; deeplab-ade20k: default the shared TFLite file
     device: str = "cpu"  # "cpu", "cuda" or "cuda:N"
     size: tuple[int, int] | None = None  # inference (W, H); None = the label set's native size
     dataset: str | None = None  # a LABEL_SETS key; None = inferred from the number of classes
+    segmenter: str = "espnet"  # one of SEGMENTERS
+    threads: int | None = None  # CPU threads for the TFLite runtime (ESPNet: set torch's instead)
 
     def __post_init__(self) -> None:
+        if self.segmenter not in SEGMENTERS:
+            raise ConfigError(f"segmenter: {self.segmenter!r} is not one of {list(SEGMENTERS)}")
+        if self.segmenter == "deeplab-ade20k":
+            self.weights = self.weights or default_weights()
+            if self.device != "cpu" or self.size is not None or self.dataset not in (None, "ade20k"):
+                raise ConfigError("deeplab-ade20k runs on the CPU at its fixed 513x513 input with ADE20K "
+                                  "labels: drop --device, --size and --dataset")
+        if self.weights is None:
+            raise ConfigError("weights: the ESPNet segmenter needs a weights file (.pth)")
         self.weights = Path(self.weights)
         if self.device != "cpu" and not self.device.startswith("cuda"):
             raise ConfigError(f"device: expected 'cpu' or 'cuda[:N]', got {self.device!r}")
@@ -125,9 +168,16 @@ class SegmenterConfig:
 
 
 class Segmenter:
-    """ESPNet label maps for RGB images (any size; resized to the inference size and back)."""
+    """Label maps for RGB images (any size; resized to the inference size and back)."""
 
     def __init__(self, config: SegmenterConfig):
+        self.weights = config.weights
+        if config.segmenter == "deeplab-ade20k":
+            self.deeplab = DeepLabADE20K(config.weights, config.threads)
+            self.label_set = LABEL_SETS["ade20k"]
+            self.size = self.label_set.native_size
+            return
+        self.deeplab = None
         model, num_classes = load_espnet(config.weights)
         self.label_set = _label_set_for(num_classes, config.dataset, config.weights)
         if config.device.startswith("cuda") and not torch.cuda.is_available():
@@ -135,13 +185,14 @@ class Segmenter:
         self.device = torch.device(config.device)
         self.model = model.to(self.device)
         self.size = config.size or self.label_set.native_size
-        self.weights = config.weights
 
     def predict(self, rgb: np.ndarray) -> np.ndarray:
         """RGB uint8 HxWx3 -> uint8 HxW class ids of ``self.label_set``."""
         if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
             desc = f"{rgb.dtype} array of shape {rgb.shape}" if isinstance(rgb, np.ndarray) else type(rgb).__name__
             raise ValueError(f"Segmenter.predict expects an RGB uint8 HxWx3 array, got {desc}")
+        if self.deeplab is not None:
+            return self.deeplab(rgb)
         h, w = rgb.shape[:2]
         bgr = np.ascontiguousarray(rgb[:, :, ::-1], dtype=np.float32)
         # The original code normalises, then resizes bilinearly; both are per-pixel affine
@@ -181,7 +232,11 @@ def _label_set_for(num_classes: int, dataset: str | None, weights: Path) -> Labe
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--weights", required=True, type=Path, help="ESPNet state_dict (.pth)")
+    parser.add_argument("--segmenter", choices=SEGMENTERS, default="espnet",
+                        help="espnet (Cityscapes/CamVid labels) or deeplab-ade20k (ADE20K, the paper's label space)")
+    parser.add_argument("--weights", type=Path, default=None,
+                        help="ESPNet state_dict (.pth, required for espnet); deeplab-ade20k: the .tflite file "
+                             "(default: the one in the shared models folder)")
     parser.add_argument("--input", required=True, type=Path, help="image folder (png/jpg, searched recursively)")
     parser.add_argument("--output", required=True, type=Path, help="label PNG folder (same relative paths)")
     parser.add_argument("--size", default=None, metavar="WxH",
@@ -190,14 +245,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", choices=sorted(LABEL_SETS), default=None,
                         help="label set of the weights (default: inferred from the number of classes)")
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: torch's choice; 1 is often faster on a busy machine)")
+                        help="CPU threads (default: the runtime's choice; 1 is often faster on a busy machine)")
 
 
 def run(args: argparse.Namespace) -> int:
-    config = SegmenterConfig(weights=args.weights, device=args.device, size=parse_size(args.size), dataset=args.dataset)
+    if args.threads is not None and args.threads < 1:
+        raise CliError(f"--threads must be at least 1, got {args.threads}")
+    config = SegmenterConfig(weights=args.weights, device=args.device, size=parse_size(args.size),
+                             dataset=args.dataset, segmenter=args.segmenter, threads=args.threads)
     if args.threads is not None:
-        if args.threads < 1:
-            raise CliError(f"--threads must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     if not args.input.is_dir():
         raise FileNotFoundError(f"input folder not found: {args.input}")
@@ -207,7 +263,7 @@ def run(args: argparse.Namespace) -> int:
 
     done = skipped = 0
     failed: list[Path] = []
-    for image_path, label_path in tqdm(jobs, desc="segment", unit="img"):
+    for image_path, label_path in progress(jobs, desc="segment", unit="img"):
         if label_path.exists():
             skipped += 1  # written atomically, so an existing file is complete
             continue

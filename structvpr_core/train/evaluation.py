@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from structvpr_core.evaluation.metrics import recall_at_n
-from structvpr_core.train.data import InputBank, SplitBanks
+from structvpr_core.train.data import InputBank, SplitBanks, to_device
 
 RECALL_NS = (1, 5, 10, 20)
 
@@ -18,8 +18,7 @@ def encode_bank(model: torch.nn.Module, bank: InputBank, device: torch.device, b
     model.eval()
     out = []
     for start in range(0, len(bank), batch_size):
-        x = bank.batch(np.arange(start, min(start + batch_size, len(bank))))
-        x = x.to(device, memory_format=torch.channels_last)
+        x = to_device(bank.batch(np.arange(start, min(start + batch_size, len(bank)))), device)
         with torch.autocast(device.type, enabled=device.type == "cuda"):
             out.append(model(x).float().cpu())
     model.train(was_training)

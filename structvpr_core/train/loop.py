@@ -12,15 +12,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from tqdm import tqdm  # tqdm.write: a message that leaves a bar intact
 
 from structvpr_core.config import to_dict
 from structvpr_core.io_utils import atomic_write, atomic_write_text
-from structvpr_core.train.data import SplitBanks, TripletMiner
+from structvpr_core.train.data import SplitBanks, TripletMiner, cat_batches, to_device
 from structvpr_core.train import distributed
 from structvpr_core.train.distributed import DistContext
 from structvpr_core.train.evaluation import encode_bank
 from structvpr_core.train.state import load_state, save_state
+from structvpr_core.progress import progress
 
 STATE_FILE, BEST_FILE, HISTORY_FILE, CURVE_FILE = "state.pt", "best.pt", "history.json", "curve.png"
 DDP_FILE = "ddp.json"
@@ -90,7 +91,7 @@ class TripletEpoch:
         sums: dict[str, float] = {}
         t0, n_images = time.perf_counter(), 0
         self.model.train()  # checkpoints load in eval mode; encode_bank restores whatever mode it found
-        bar = tqdm(range(n_steps), desc=f"epoch {epoch + 1}", unit="step", leave=False, disable=not ctx.is_main)
+        bar = progress(range(n_steps), desc=f"epoch {epoch + 1}", unit="step", leave=False, disable=not ctx.is_main)
         for step in bar:
             if step == 0 or (self.refresh_every and step % self.refresh_every == 0):
                 self.refresh_cache()
@@ -103,8 +104,8 @@ class TripletEpoch:
             n = np.asarray([self.miner.negative(i, rng) for i in q])
             mine = slice(ctx.rank * self.batch_size, (ctx.rank + 1) * self.batch_size)
             q, p, n = q[mine], p[mine], n[mine]
-            x = torch.cat([self.banks.queries.batch(q), self.banks.database.batch(p), self.banks.database.batch(n)])
-            x = x.to(ctx.device, memory_format=torch.channels_last)
+            x = to_device(cat_batches([self.banks.queries.batch(q, rng), self.banks.database.batch(p, rng),
+                                       self.banks.database.batch(n, rng)]), ctx.device)
             with torch.autocast(ctx.device.type, enabled=ctx.device.type == "cuda"):
                 emb = self.model(x).float()
             eq, ep, en = emb.split(len(q))
@@ -114,7 +115,7 @@ class TripletEpoch:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.scheduler.step()
-            n_images += len(x)
+            n_images += 3 * len(q)
             for k, v in {"loss": loss.item(), **parts}.items():
                 sums[k] = sums.get(k, 0.0) + v
             bar.set_postfix({k: f"{v / (step + 1):.4f}" for k, v in sums.items()})
@@ -159,8 +160,8 @@ class Fit:
         elif resume and ctx.is_main:
             print(f"[{self.title}] --resume: no {state_path}, starting from epoch 0", flush=True)
         # outer bar: one tick per epoch, showing the last loss and validation recall
-        bar = tqdm(range(start, self.epochs), initial=start, total=self.epochs, desc=self.title, unit="epoch",
-                   disable=not ctx.is_main)
+        bar = progress(range(start, self.epochs), initial=start, total=self.epochs, desc=self.title, unit="epoch",
+                       disable=not ctx.is_main)
         for epoch in bar:
             stats = train_epoch(epoch, self.rng)
             val = validate()

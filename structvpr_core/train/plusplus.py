@@ -9,7 +9,7 @@ not how the label term enters it; we weight both terms by the same phi):
     + sum_{I in q,p,n} phi(q,p) * (global_kd * ||T(g_S(I)) - g_T(I)||^2 + label_kd * ||L_S(I) - L_T(I)||^2)
 
 g = global MC part, L = label part (LC), all unit length; T = linear on the global parts.
-Written so that stage2.py's loss code is unchanged: the distiller outputs
+Written so that stage2.distillation_loss (phi per (q, p) pair) serves both: the distiller outputs
 [deploy | sqrt(global_kd) T(g_S) | sqrt(label_kd) L_S] and the targets are
 [sqrt(global_kd) g_T | sqrt(label_kd) L_T], so its one squared distance is the sum above.
 """

@@ -12,7 +12,7 @@ import torch
 
 from structvpr_core.models.checkpoint import save_checkpoint
 from structvpr_core.models.branches import build_model, triplet_loss
-from structvpr_core.train import distributed
+from structvpr_core.train import distributed, frozen_prefix
 from structvpr_core.train.config import ExperimentConfig
 from structvpr_core.train.data import TripletMiner, load_split, make_banks, trainable_queries
 from structvpr_core.train.evaluation import split_recalls
@@ -38,16 +38,21 @@ def run_stage1(cfg: ExperimentConfig, branch: str, resume: bool = False) -> dict
         model = model.to(ctx.device, memory_format=torch.channels_last)
         train = make_banks(load_split(cfg.data, "train"), stage.model, labels)
         val = make_banks(load_split(cfg.data, "val"), stage.model, labels)
+        net, params = model, list(model.parameters())  # net: what the triplet loop runs
+        if stage.train_from_stage > 1:
+            net, train, val = frozen_prefix.suffix_training(model, stage.train_from_stage, train, val,
+                                                            stage.augment, cfg.feature_cache)
+            params = net.trainable_parameters()
         queries = trainable_queries(train.place_set)
         n_steps = steps_per_epoch(len(queries), stage.optim.batch_size, ctx.world_size)
-        optimizer, scheduler, scaler = make_optim(model.parameters(), stage.optim.lr, stage.optim.weight_decay,
+        optimizer, scheduler, scaler = make_optim(params, stage.optim.lr, stage.optim.weight_decay,
                                                   stage.optim.epochs * n_steps, ctx.device)
         margin = stage.optim.margin
 
         def loss_fn(q, p, n, eq, ep, en):
             return triplet_loss(eq, ep, en, margin), {}
 
-        epoch = TripletEpoch(ctx, ctx.wrap(model), model, train, TripletMiner(train.place_set, stage.mining),
+        epoch = TripletEpoch(ctx, ctx.wrap(net), net, train, TripletMiner(train.place_set, stage.mining),
                              queries, None, stage.optim.batch_size, stage.mining.refresh_every,
                              optimizer, scheduler, scaler, loss_fn, cfg.eval_batch_size)
         key = run_key(f"stage1-{branch}", cfg.data, stage, cfg.seed)
@@ -59,7 +64,7 @@ def run_stage1(cfg: ExperimentConfig, branch: str, resume: bool = False) -> dict
 
         fit = Fit(ctx, out, stage.optim.epochs, {"model": model}, optimizer, scheduler, scaler, rng, key,
                   f"stage I {branch} seed {cfg.seed}")
-        return fit.run(epoch, lambda: split_recalls(model, val, ctx.device, cfg.eval_batch_size), save_best, resume)
+        return fit.run(epoch, lambda: split_recalls(net, val, ctx.device, cfg.eval_batch_size), save_best, resume)
     finally:
         distributed.teardown(ctx)
 

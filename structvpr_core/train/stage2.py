@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 
 from structvpr_core.models.checkpoint import load_checkpoint, save_checkpoint
 from structvpr_core.models.branches import RGBBranch, Transform, triplet_loss
-from structvpr_core.train import distributed
+from structvpr_core.train import distributed, frozen_prefix
 from structvpr_core.train.config import ExperimentConfig
 from structvpr_core.train.data import TripletMiner, load_split, make_banks
 from structvpr_core.train.evaluation import encode_bank, split_recalls
@@ -32,23 +33,48 @@ def stage2_dir(cfg: ExperimentConfig) -> Path:
     return cfg.out() / f"stage2-{cfg.stage2.name}"
 
 
+class PairWeights:
+    """phi of each (q, p) pair of the partition table: a query with several positives has one phi per pair."""
+
+    def __init__(self, q: np.ndarray, p: np.ndarray, phi: np.ndarray):
+        self._phi: dict[tuple[int, int], float] = {}
+        for qi, pi, w in zip(q.tolist(), p.tolist(), phi.tolist()):
+            if self._phi.setdefault((qi, pi), w) != w:
+                raise ValueError(f"the partition table gives the pair (q {qi}, p {pi}) two weights")
+
+    def __call__(self, q: np.ndarray, p: np.ndarray) -> np.ndarray:
+        try:
+            return np.array([self._phi[(qi, pi)] for qi, pi in zip(q.tolist(), p.tolist())], np.float32)
+        except KeyError as e:
+            raise ValueError(f"pair (q, p) = {e.args[0]} is not in the partition table") from None
+
+
+def distillation_loss(eq: torch.Tensor, ep: torch.Tensor, en: torch.Tensor,
+                      teacher: tuple[torch.Tensor, torch.Tensor, torch.Tensor], phi: torch.Tensor,
+                      dim: int, margin: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Eq. 6 for a batch of triplets; returns ``(total, triplet, kd)``.
+
+    ``eq, ep, en``: Distiller outputs [x_D | T(x_D)] (B x (dim + teacher dim)) of the query,
+    positive and negative images; ``teacher``: x_S of the same three images; ``phi``: (B,)
+    weight of each triplet's (q, p) pair. kd = mean over the batch of
+    phi * sum over {q, p, n} of ||x_S - T(x_D)||^2 (squared L2, not averaged over dimensions).
+    """
+    vpr = triplet_loss(eq[:, :dim], ep[:, :dim], en[:, :dim], margin)
+    sq = sum(((t - e[:, dim:]) ** 2).sum(dim=1) for t, e in zip(teacher, (eq, ep, en)))
+    kd = (phi * sq).mean()
+    return vpr + kd, vpr, kd
+
+
 class Distiller(nn.Module):
     """Student + T as one module (one DDP wrapper): output = [x_D | T(x_D)]."""
 
-    def __init__(self, student: RGBBranch, transform: Transform):
+    def __init__(self, student: nn.Module, transform: Transform):
         super().__init__()
         self.student, self.transform = student, transform
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xd = self.student(x)
         return torch.cat([xd, self.transform(xd)], dim=1)
-
-
-def weighted_kd_loss(phi: torch.Tensor, targets, outputs, dim: int) -> torch.Tensor:
-    """Eq. 6's distillation term: batch mean of phi * sum_{I in q,p,n} ||target(I) - output(I)[dim:]||^2
-    (``outputs`` = the distiller's, whose first ``dim`` columns are the deployed descriptor)."""
-    sq = sum(((t - e[:, dim:]) ** 2).sum(dim=1) for t, e in zip(targets, outputs))
-    return (phi * sq).mean()
 
 
 def run_stage2(cfg: ExperimentConfig, resume: bool = False) -> dict:
@@ -79,38 +105,43 @@ def run_stage2(cfg: ExperimentConfig, resume: bool = False) -> dict:
             student = RGBBranch(cfg.stage1_rgb.model)
             if stage.imagenet_weights is not None:
                 student.load_imagenet(stage.imagenet_weights)
+        student = student.to(ctx.device, memory_format=torch.channels_last)
+        rgb_train = make_banks(train, student.config, None)
+        val = make_banks(load_split(cfg.data, "val"), student.config, None)
+        student_net = student  # what the triplet loop runs
+        if stage.train_from_stage > 1:  # config validation keeps plusplus off this path
+            student_net, rgb_train, val = frozen_prefix.suffix_training(
+                student, stage.train_from_stage, rgb_train, val, stage.augment, cfg.feature_cache)
         if stage.plusplus is None:
-            distiller = Distiller(student, Transform(student.dim, teacher.dim))
+            distiller = Distiller(student_net, Transform(student.dim, teacher.dim))
         else:  # StructVPR++: label head on the student, label-level targets (train/plusplus.py)
             student, distiller, t_q, t_db = prepare_stage2(student, teacher, stage.plusplus, t_q, t_db)
+            student_net = student
         distiller = distiller.to(ctx.device, memory_format=torch.channels_last)
+        params = (list(distiller.transform.parameters()) + student_net.trainable_parameters()
+                  if stage.train_from_stage > 1 else list(distiller.parameters()))
 
         kd = stage.kd
         phi, clipped = weight_fn(table["x"], table["y"], cfg.partition.nt, cfg.partition.nm,
                                  kd.grouping, kd.weights, kd.constant)
-        phi_by_query = torch.zeros(len(train.queries), device=ctx.device)
-        phi_by_query[torch.from_numpy(table["q"])] = torch.from_numpy(phi).float().to(ctx.device)
+        pair_phi = PairWeights(table["q"], table["p"], phi)
         if ctx.is_main:
             used = float((phi > 0).mean())
             print(f"[stage II {stage.name}] kd {kd.grouping}/{kd.weights} {kd.constant or ''}: "
                   f"{100 * used:.1f}% of {len(phi)} pairs distilled, mean phi {phi.mean():.3f}"
                   f"{f', {clipped} negative phi clipped to 0' if clipped else ''}", flush=True)
 
-        rgb_train = make_banks(train, student.config, None)
-        val = make_banks(load_split(cfg.data, "val"), student.config, None)
         n_steps = steps_per_epoch(len(table["q"]), stage.optim.batch_size, ctx.world_size)
-        optimizer, scheduler, scaler = make_optim(distiller.parameters(), stage.optim.lr, stage.optim.weight_decay,
+        optimizer, scheduler, scaler = make_optim(params, stage.optim.lr, stage.optim.weight_decay,
                                                   stage.optim.epochs * n_steps, ctx.device)
         margin, dim = stage.optim.margin, student.dim
 
         def loss_fn(q, p, n, eq, ep, en):
-            vpr = triplet_loss(eq[:, :dim], ep[:, :dim], en[:, :dim], margin)
-            w = phi_by_query[torch.from_numpy(q).to(ctx.device)]
-            targets = (t_q[q], t_db[p], t_db[n])
-            kd_loss = weighted_kd_loss(w, targets, (eq, ep, en), dim)
-            return vpr + kd_loss, {"triplet": vpr.item(), "kd": kd_loss.item()}
+            w = torch.from_numpy(pair_phi(q, p)).to(ctx.device)
+            total, vpr, kd_loss = distillation_loss(eq, ep, en, (t_q[q], t_db[p], t_db[n]), w, dim, margin)
+            return total, {"triplet": vpr.item(), "kd": kd_loss.item()}
 
-        epoch = TripletEpoch(ctx, ctx.wrap(distiller), student, rgb_train, TripletMiner(train, stage.mining),
+        epoch = TripletEpoch(ctx, ctx.wrap(distiller), student_net, rgb_train, TripletMiner(train, stage.mining),
                              table["q"], table["p"], stage.optim.batch_size, stage.mining.refresh_every,
                              optimizer, scheduler, scaler, loss_fn, cfg.eval_batch_size)
         key = run_key("stage2", cfg.data, cfg.partition, stage, cfg.stage1_rgb.model, cfg.seed,
@@ -125,6 +156,7 @@ def run_stage2(cfg: ExperimentConfig, resume: bool = False) -> dict:
 
         fit = Fit(ctx, out, stage.optim.epochs, {"distiller": distiller}, optimizer, scheduler, scaler, rng, key,
                   f"stage II {stage.name} seed {cfg.seed}")
-        return fit.run(epoch, lambda: split_recalls(student, val, ctx.device, cfg.eval_batch_size), save_best, resume)
+        return fit.run(epoch, lambda: split_recalls(student_net, val, ctx.device, cfg.eval_batch_size), save_best,
+                       resume)
     finally:
         distributed.teardown(ctx)

@@ -6,9 +6,14 @@ id, pose and, with ``--with-features``, ORB features for geometric verification.
 - From a folder (``--images``): stamps come from the poses CSV's ``stamp`` column
   when it has one, else ``start + i / rate`` in file order (the same stamps
   ``make-bag`` gives the same folder); poses from ``--poses`` or ``--nordland-poses``.
-- From a bag (``--bag --topic``): header stamps and frame ids of the images; poses
-  from the Odometry on ``--odom-topic`` with the same header stamp (when the bag has
-  that topic).
+  Needs no ROS.
+- From a bag (``--bag --topic``, a rosbag2 directory or a ROS 1 ``.bag`` file, read by
+  ``structvpr_ros.bag_map``): header stamps and frame ids of the images (an image whose
+  header stamp is 0 gets its bag record time, as the node uses its arrival time); poses
+  from the Odometry on ``--odom-topic`` nearest each image stamp within
+  ``--odom-max-offset`` (the node's ``odom_max_offset_s``), when the bag has that topic.
+  An image that does not decode stops the build with its index and stamps, or is
+  left out with ``--skip-invalid``.
 
 The map remembers the model (name, dim, input size, checkpoint hash): the node refuses
 to localise against a map built with another model. Saving is atomic (MapDatabase.save).
@@ -23,26 +28,32 @@ from __future__ import annotations
 import argparse
 import time
 from itertools import islice
-from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from structvpr_core.cli import parse_frame_range, parse_size
-from structvpr_core.runtime.encoder import load_encoder
-from structvpr_core.loop_closure.geometry import extract_features
+from structvpr_core.data import sequence
 from structvpr_core.data.images import read_rgb
+from structvpr_core.loop_closure.geometry import extract_features
+from structvpr_core.progress import progress
 from structvpr_core.retrieval.map_database import MapDatabase, ModelIdentity
-from structvpr_ros import bag_io
+from structvpr_core.runtime.encoder import load_encoder
+
+DEFAULT_ODOM_MAX_OFFSET_S = 0.1  # the node's odom_max_offset_s default
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="checkpoint file, or baseline raw-pixel | random-mobilenetv2")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--images", help="folder of images (ordered by frame number or name)")
-    source.add_argument("--bag", help="rosbag2 directory with an image topic")
+    source.add_argument("--bag", help="rosbag2 directory or ROS 1 .bag file with an image topic")
     parser.add_argument("--topic", default="/camera/image_raw", help="image topic in --bag (default /camera/image_raw)")
     parser.add_argument("--odom-topic", default="/odom", help="odometry topic in --bag for poses (default /odom)")
+    parser.add_argument("--odom-max-offset", type=float, default=DEFAULT_ODOM_MAX_OFFSET_S,
+                        help="--bag: an image takes the odometry pose nearest its stamp within this many seconds "
+                             f"(default {DEFAULT_ODOM_MAX_OFFSET_S:g}, the node's odom_max_offset_s)")
+    parser.add_argument("--skip-invalid", action="store_true",
+                        help="--bag: leave out images that do not decode (default: stop at the first, naming it)")
     poses = parser.add_mutually_exclusive_group()
     poses.add_argument("--poses", help="poses CSV for --images: image,x,y[,z][,qx,qy,qz,qw | ,heading][,stamp]")
     poses.add_argument("--nordland-poses", action="store_true", help="pose x = Nordland frame number (--images)")
@@ -51,9 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frame-range", help="A:B, keep frames numbered A..B (--images only)")
     parser.add_argument("--with-features", action="store_true", help="store ORB features for geometric verification")
     parser.add_argument("--max-features", type=int, default=1000, help="ORB keypoints per image (default 1000)")
-    parser.add_argument("--rate", type=float, default=bag_io.DEFAULT_RATE_HZ,
+    parser.add_argument("--rate", type=float, default=sequence.DEFAULT_RATE_HZ,
                         help="--images without CSV stamps: frames per second of the synthetic stamps (default 10)")
-    parser.add_argument("--start-stamp", type=float, default=bag_io.DEFAULT_START_S,
+    parser.add_argument("--start-stamp", type=float, default=sequence.DEFAULT_START_S,
                         help="stamp of the first --images frame, seconds")
     parser.add_argument("--frame-id", default="camera", help="camera frame id of --images keyframes (default camera)")
     parser.add_argument("--device", default="auto", help="torch device (default: cuda if available)")
@@ -68,42 +79,39 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     # inputs first: a wrong folder or topic should not wait for the model to load
     if args.images:
-        frames = bag_io.load_sequence(args.images, args.poses, args.nordland_poses,
-                                      parse_frame_range(args.frame_range))
-        stamps = bag_io.sequence_stamps_ns(frames, args.rate, args.start_stamp).tolist()
+        if args.skip_invalid:
+            raise ValueError("--skip-invalid applies to --bag; an unreadable file in --images is an error")
+        frames = sequence.load_sequence(args.images, args.poses, args.nordland_poses,
+                                        parse_frame_range(args.frame_range))
+        stamps = sequence.sequence_stamps_ns(frames, args.rate, args.start_stamp).tolist()
         items = ((stamp, args.frame_id, f.pose, f.path.name, read_rgb(f.path)) for f, stamp in zip(frames, stamps))
-        total = len(frames)
+        total, notes = len(frames), None
     else:
         if args.poses or args.nordland_poses or args.frame_range:
             raise ValueError("--poses, --nordland-poses and --frame-range apply to --images; a bag brings its own")
-        items, total = _bag_items(Path(args.bag), args.topic, args.odom_topic)
+        from structvpr_ros.bag_map import BagFrames  # rosbags and the image decoders: bags only
+
+        items = notes = BagFrames(args.bag, args.topic, args.odom_topic, args.odom_max_offset, args.skip_invalid)
+        total = items.total
     encoder = load_encoder(args.model, args.device, input_size=parse_size(args.resize))
     db = MapDatabase(ModelIdentity.of_encoder(encoder, args.model))
     add_encoded(db, encoder, items, total, args.batch_size, args.max_features if args.with_features else None)
+    if not len(db):
+        raise ValueError(f"no image could be added to the map{notes.summary() if notes else ''}")
     db.save(args.out)
     with_pose = int((~np.isnan(db.poses).any(axis=1)).sum())
     print(f"map {args.out}: {len(db)} keyframes ({with_pose} with pose"
           f"{', ORB features' if args.with_features else ''}), model {db.model.describe()}, "
-          f"built in {time.perf_counter() - started:.1f} s")
+          f"built in {time.perf_counter() - started:.1f} s{notes.summary() if notes else ''}")
     return 0
-
-
-def _bag_items(bag: Path, topic: str, odom_topic: str):
-    with bag_io.open_bag(bag) as reader:
-        total = sum(c.msgcount for c in bag_io.topic_connections(reader, topic, bag_io.IMAGE_TYPES))
-        has_odom = any(c.topic == odom_topic for c in reader.connections)
-    poses = bag_io.read_odometry(bag, odom_topic) if has_odom else {}
-    items = ((stamp, frame_id, poses.get(stamp), f"{topic}#{i}", rgb)
-             for i, (stamp, frame_id, rgb) in enumerate(bag_io.read_images(bag, topic)))
-    return items, total
 
 
 def add_encoded(db: MapDatabase, encoder, items, total: int, batch_size: int, max_features: int | None) -> None:
     """Encode ``(stamp_ns, frame_id, pose, source, rgb)`` items in batches and add them to ``db``."""
     items = iter(items)
-    with tqdm(total=total, desc="building map", unit="img") as progress:
+    with progress(total=total, desc="building map", unit="img") as bar:
         while batch := list(islice(items, batch_size)):
             stamps, frame_ids, poses, sources, images = zip(*batch)
             features = [extract_features(img, max_features) for img in images] if max_features else None
             db.add_batch(encoder.encode(list(images)), stamps, frame_ids, poses, features, sources)
-            progress.update(len(batch))
+            bar.update(len(batch))

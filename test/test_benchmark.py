@@ -1,0 +1,119 @@
+"""``structvpr benchmark`` on real shared images: small sets and resolutions to stay quick."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from structvpr_core.cli import main
+from structvpr_core.data.datasets import gardenspoint, grief_seasons
+from structvpr_core.evaluation.benchmark import EVAL_SETS, EvalSet, markdown_table, run_benchmark
+from structvpr_core.evaluation.evaluate import evaluate_place_set
+from structvpr_core.runtime.encoder import load_encoder
+
+SMALL_SETS = (
+    EvalSet("gardenspoint viewpoint", (160, 96),
+            lambda data: [gardenspoint(data / "gardenspoint", "test", "day_right", "day_left")], True),
+    EvalSet("grief seasons", (256, 96), lambda data: grief_seasons(data / "grief_seasons", "test"), False),
+)
+
+
+@pytest.fixture(scope="module")
+def two_models(tmp_path_factory, shared):
+    cache = tmp_path_factory.mktemp("cache")
+    messages = []
+    report = run_benchmark(["raw-pixel", "random-mobilenetv2"], SMALL_SETS, data_root=shared / "data",
+                           cache_dir=cache, log=messages.append)
+    return report, cache, messages
+
+
+def test_two_models_on_two_real_sets(two_models):
+    report, _, messages = two_models
+    assert [(r["model"], r["set"]) for r in report["results"]] == [
+        (m, s.name) for m in ("raw-pixel", "random-mobilenetv2") for s in SMALL_SETS]
+    for r in report["results"]:
+        for gt in ("soft", "hard"):
+            recalls = [r[gt][f"recall@{k}"] for k in (1, 5, 10)]
+            assert recalls == sorted(recalls) and 0 <= recalls[0] and recalls[-1] <= 1
+        assert r["hard"]["recall@1"] <= r["soft"]["recall@1"]
+    gp = report["results"][0]
+    assert gp["soft"]["num_evaluated"] == 25 and gp["resolution"] == [64, 32]  # raw-pixel: its own grid
+    assert report["results"][1]["soft"]["num_evaluated"] == 12 * 55  # every ordered pair of sessions
+    assert report["results"][1]["soft"]["recall@5"] == 1.0  # 5 places in each database
+    assert report["results"][3]["resolution"] == [256, 96]  # networks at the set's declared size
+    for mean in report["means"]:
+        rows = [r for r in report["results"] if r["model"] == mean["model"]]
+        assert mean["soft"]["recall@1"] == pytest.approx(np.mean([r["soft"]["recall@1"] for r in rows]))
+    assert len(messages) == 4 and all("encoded in" in m for m in messages)
+    table = markdown_table(report)
+    assert table.count("\n") == 1 + 4 + 2 and "**mean over 2 sets**" in table
+
+
+def test_pooled_recall_matches_structvpr_eval(two_models, shared):
+    """The pooled GRIEF figure is the query-weighted mean of `structvpr eval`'s per-database results."""
+    report, _, _ = two_models
+    encoder = load_encoder("raw-pixel")
+    per_session = [evaluate_place_set(encoder, ps, ks=(1, 5, 10))["soft"]["recall@1"]
+                   for ps in grief_seasons(shared / "data" / "grief_seasons", "test")]
+    assert report["results"][1]["soft"]["recall@1"] == pytest.approx(np.mean(per_session))
+    viewpoint = evaluate_place_set(encoder, SMALL_SETS[0].load(shared / "data")[0], ks=(1, 5, 10))
+    for gt in ("soft", "hard"):
+        for k in (1, 5, 10):
+            assert report["results"][0][gt][f"recall@{k}"] == pytest.approx(viewpoint[gt][f"recall@{k}"])
+
+
+def test_rerun_reads_the_cache(two_models, shared):
+    report, cache, _ = two_models
+    assert len(list(cache.glob("*.npy"))) == 4  # (model, resolution) pairs
+    messages = []
+    again = run_benchmark(["raw-pixel", "random-mobilenetv2"], SMALL_SETS, data_root=shared / "data",
+                          cache_dir=cache, log=messages.append)
+    assert all(m.endswith("cached") for m in messages)
+    assert again["results"] == report["results"]
+
+
+def test_cli_writes_table_json_and_plot(tmp_path, capsys):
+    out = tmp_path / "docs" / "bench.md"
+    sets = [s.name for s in EVAL_SETS[1:]]
+    assert main(["benchmark", "--models", "raw-pixel", "--sets", *sets, "--out", str(out),
+                 "--cache-dir", str(tmp_path / "cache")]) == 0
+    text = out.read_text()
+    assert "| gardenspoint night_right->day_right (480x270) | raw-pixel-64x32-p8 |" in text
+    assert "![R@1](bench.png)" in text and "**mean over 3 sets**" in text
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert [r["set"] for r in report["results"]] == sets
+    assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+    assert "R@1 soft" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--sequence-lengths", "0,5"], "distinct integers >= 1"),
+    (["--sequence-lengths", "1,x"], "comma-separated integers"),
+    (["--models", "imagenet-nothing"], "neither a checkpoint file nor a baseline"),
+    (["--batch-size", "0"], "--batch-size must be >= 1"),
+])
+def test_bad_options_give_one_line_errors(tmp_path, capsys, args, message):
+    assert main(["benchmark", *args, "--out", str(tmp_path / "b.md")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "b.md").exists()
+
+
+def test_sequence_lengths_use_the_nodes_matcher_on_traversals_only(shared, tmp_path):
+    """L > 1 rows exist only for sequential sets and equal the core matcher's ranking."""
+    from structvpr_core.retrieval.sequence import SequenceConfig, normalization_for, sequence_recall
+
+    report = run_benchmark(["raw-pixel"], SMALL_SETS, sequence_lengths=(1, 5), data_root=shared / "data",
+                           cache_dir=tmp_path, log=lambda _: None)
+    rows = {(r["set"], r["sequence_length"]): r for r in report["results"]}
+    assert set(rows) == {("gardenspoint viewpoint", 1), ("gardenspoint viewpoint", 5), ("grief seasons", 1)}
+    ps = SMALL_SETS[0].load(shared / "data")[0]
+    enc = load_encoder("raw-pixel")
+    from structvpr_core.runtime.encoder import encode_paths
+
+    q, db = encode_paths(enc, ps.queries), encode_paths(enc, ps.database)
+    expected = sequence_recall(q, db, ps.positives, lengths=(5,), ns=(1, 5, 10),
+                               config=SequenceConfig(normalization=normalization_for("raw-pixel")))[5]
+    assert rows[("gardenspoint viewpoint", 5)]["soft"]["recall@1"] == pytest.approx(expected[1])
