@@ -16,6 +16,7 @@ setup(
         (f"share/{package_name}", ["package.xml"]),
         (f"share/{package_name}/launch", glob("launch/*.py")),
         (f"share/{package_name}/config", glob("config/*.yaml")),
+        (f"share/{package_name}/checkpoints", glob("training/checkpoints/*.pt") + glob("training/checkpoints/*.md")),
     ],
     install_requires=["setuptools"],
     zip_safe=False,

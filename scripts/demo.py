@@ -14,8 +14,9 @@
    frame numbers = the data set's soft tolerance (one neighbouring image), radius 0 =
    the exact frame.
 
-Model: training/checkpoints/nordland64_gpd_phi_seed0_fp16.pt when it exists (the trained StructVPR student),
-else the random-init MobileNetV2 baseline fed the images at their native 64x32.
+Model: the shipped default student (``structvpr_core.models.shipped.DEFAULT_MODEL``:
+EfficientNet-Lite0 from ImageNet, trained on nordland64 + gardenspoint + GRIEF train, chosen on
+val; model card beside it in training/checkpoints/), at its own input size 320x160.
 Outputs go to ./demo_out/ (report.json, report_pr.png, the map and the bag).
 """
 
@@ -32,22 +33,12 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from structvpr_core.cli import main as structvpr  # noqa: E402
+from structvpr_core.models.shipped import DEFAULT_MODEL, find_checkpoint  # noqa: E402
 from structvpr_core.paths import shared_dir  # noqa: E402
 from structvpr_core.data.sequence import DEFAULT_START_S  # noqa: E402
 
 TEST_STRETCH = "29000:35760"
-STUDENT = REPO_ROOT / "training" / "checkpoints" / "nordland64_gpd_phi_seed0_fp16.pt"
 HALF_A_YEAR_S = 182 * 86400
-
-
-def choose_model() -> tuple[str, list[str]]:
-    """(model spec, extra build-map args), printing which model and why."""
-    if STUDENT.is_file():
-        print(f"model: {STUDENT} (trained StructVPR student found), at its own training input size")
-        return str(STUDENT), []
-    print(f"model: random-mobilenetv2 baseline ({STUDENT.relative_to(REPO_ROOT)} not found: train it with "
-          "the training/ entry points to see the real method), fed 64x32 = the images' native size")
-    return "random-mobilenetv2", ["--resize", "64x32"]
 
 
 def main() -> int:
@@ -65,18 +56,22 @@ def main() -> int:
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    model, model_args = choose_model()
+    model = find_checkpoint(DEFAULT_MODEL)
+    if model is None:
+        print(f"demo: the shipped model {DEFAULT_MODEL} is missing from training/checkpoints/", file=sys.stderr)
+        return 2
+    print(f"model: {model.relative_to(REPO_ROOT) if model.is_relative_to(REPO_ROOT) else model}")
     bag = out / "winter.bag"
     if bag.exists():
         shutil.rmtree(bag)  # make-bag never overwrites; this bag is the demo's own output
 
     steps = [
-        ("build-map (summer)", ["build-map", "--model", model, *model_args, "--device", "cpu",
+        ("build-map (summer)", ["build-map", "--model", str(model), "--device", "cpu",
                                 "--images", str(nordland / "summer"), "--nordland-poses", "--frame-range", TEST_STRETCH,
                                 "--start-stamp", str(DEFAULT_START_S - HALF_A_YEAR_S), "--out", str(out / "summer_map")]),
         ("make-bag (winter)", ["make-bag", "--images", str(nordland / "winter"), "--nordland-poses",
                                "--frame-range", TEST_STRETCH, "--out", str(bag)]),
-        ("replay", ["replay", "--bag", str(bag), "--map", str(out / "summer_map"), "--model", model, "--device", "cpu",
+        ("replay", ["replay", "--bag", str(bag), "--map", str(out / "summer_map"), "--model", str(model), "--device", "cpu",
                     "--rate-scale", args.rate_scale, "--sequence-length", args.sequence_length,
                     "--gt-radius", "10", "0", "--out", str(out / "report.json")]),
     ]

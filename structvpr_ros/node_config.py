@@ -15,6 +15,7 @@ import math
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Literal
 
+from structvpr_core.models.shipped import DEFAULT_MODEL
 from structvpr_core.config import ConfigError, from_dict
 from structvpr_core.loop_closure.geometry import CameraIntrinsics, GeometryConfig
 from structvpr_core.loop_closure.candidates import LoopClosureConfig
@@ -40,7 +41,8 @@ def _p(default, help: str):
 @dataclass
 class NodeConfig:
     # --- model ---------------------------------------------------------------------
-    model: str = _p("raw-pixel", "descriptor model: checkpoint file, or baseline raw-pixel | random-mobilenetv2 | imagenet-mobilenetv2")
+    model: str = _p(DEFAULT_MODEL, "descriptor model: checkpoint file (a bare name = a shipped one), or a baseline "
+                                   "raw-pixel | random-mobilenetv2 | imagenet-mobilenetv2 | imagenet-lite0 | imagenet-lite0-mc")
     input_width: int = _p(0, "image width fed to the network, 0 = the model's own input size")
     input_height: int = _p(0, "image height fed to the network, 0 = the model's own input size")
     device: Literal["auto", "cpu", "cuda"] = _p("auto", "torch device: auto (cuda when available) | cpu | cuda")

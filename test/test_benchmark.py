@@ -82,6 +82,7 @@ def test_cli_writes_table_json_and_plot(tmp_path, capsys):
     text = out.read_text()
     assert "| gardenspoint night_right->day_right (480x270) | raw-pixel-64x32-p8 |" in text
     assert "![R@1](bench.png)" in text and "**mean over 3 sets**" in text
+    assert "`structvpr benchmark --models raw-pixel --sets 'gardenspoint day_left->day_right' " in text
     report = json.loads(out.with_suffix(".json").read_text())
     assert [r["set"] for r in report["results"]] == sets
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"

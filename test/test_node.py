@@ -40,7 +40,8 @@ QUERY_FRAMES = list(range(33240, 33320, 10))
 FIRST_QUERY_PLACE = MAP_FRAMES.index(QUERY_FRAMES[0])
 SUMMER_T0, WINTER_T0 = 100, 1000  # stamps (s) of the first summer / winter image
 PLACE_SPACING_M = 10.0  # odometry x of map place i is 10 * i
-BASE = dict(image_topic="image", keyframe_min_interval_s=0.0, score_threshold=0.2, top_k=3,
+# raw-pixel: these tests are about the node's behaviour, and it needs no network
+BASE = dict(model="raw-pixel", image_topic="image", keyframe_min_interval_s=0.0, score_threshold=0.2, top_k=3,
             exclude_recent_s=30.0, diagnostics_period_s=0.2)
 
 
@@ -528,3 +529,20 @@ def test_a_save_interrupted_between_its_renames_is_refused_with_the_recovery_ste
         # mapping mode used to start with an empty map here, and its next save dropped the old one
         with pytest.raises(StartupError, match=r"interrupted save left the previous map at .*\.map\.previous-"):
             StructVPRNode(context=context, parameter_overrides=overrides(**BASE, mode=mode, map_dir=str(map_dir)))
+
+
+def test_default_model_is_the_shipped_student_and_answers_a_real_image(nordland):
+    """No model parameter: the node loads the shipped default by its bare file name and describes a frame."""
+    from structvpr_core.models.shipped import DEFAULT_MODEL, find_checkpoint
+
+    assert find_checkpoint(DEFAULT_MODEL) is not None
+    params = {k: v for k, v in BASE.items() if k != "model"}
+    with ros_context() as context:
+        node = StructVPRNode(context=context, parameter_overrides=overrides(**params))
+        try:
+            assert node.config.model == DEFAULT_MODEL
+            assert node.encoder.dim == 472 and tuple(node.encoder.input_size) == (320, 160)
+            d = node.encoder.encode([nordland[0][0]])
+            assert d.shape == (1, 472) and abs(float((d * d).sum()) - 1.0) < 1e-4
+        finally:
+            node.destroy_node()

@@ -23,8 +23,8 @@ CPU: 3 ms/image at 128x64 and 169 ms/image at 640x360 for MobileNetV2 on one cor
 these sizes keep ~6 models within a few minutes.
 raw-pixel always uses its own fixed 64x32 patch-normalised grid.
 
-Descriptors are cached per (model fingerprint incl. resolution, image list of the sets at
-that resolution) as .npy, so a re-run only encodes what changed. Recall@N is pooled over a
+Descriptors are cached per (model fingerprint: weights, name, resolution and the encoder's and
+network's source code; image list of the sets at that resolution) as .npy, so a re-run only encodes what changed. Recall@N is pooled over a
 set's place sets (weighted by their queries); R@N soft and hard (hard = exact frame on aligned sets; equal to soft on
 GRIEF, whose ground truth is exact by place). With 5 places in a GRIEF database, R@5 and
 R@10 are 1 by construction there: read R@1.
@@ -34,7 +34,10 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import inspect
 import json
+import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -78,14 +81,18 @@ EVAL_SETS = (
 
 
 def default_models() -> list[str]:
-    """Every baseline the encoder knows and every shipped checkpoint."""
-    return list(BASELINES) + [str(p) for p in sorted(SHIPPED_CHECKPOINTS.glob("*.pt"))]
+    """Every baseline the encoder knows and every shipped checkpoint (relative paths: they go in docs)."""
+    return list(BASELINES) + [os.path.relpath(p) for p in sorted(SHIPPED_CHECKPOINTS.glob("*.pt"))]
 
 
 def model_fingerprint(encoder: Encoder) -> str:
-    """What the descriptors depend on: the encoder's kind, name, size and network weights."""
+    """What the descriptors depend on: the encoder's kind, name, size, network weights, and the
+    source of the modules defining the encoder and the network (preprocessing, pooling)."""
     h = hashlib.sha256(f"{type(encoder).__name__}|{encoder.name}|{encoder.dim}".encode())
     model = getattr(encoder, "model", None)
+    for obj in (encoder, model):
+        if obj is not None:
+            h.update(inspect.getsource(sys.modules[type(obj).__module__]).encode())
     if isinstance(model, torch.nn.Module):  # the weights themselves: checkpoint, random init or ImageNet
         for key, tensor in model.state_dict().items():
             h.update(key.encode())
@@ -312,10 +319,13 @@ def run(args: argparse.Namespace) -> int:
     print(table)
     json_path, png_path = args.out.with_suffix(".json"), args.out.with_suffix(".png")
     plot_bars(report, png_path)
-    command = "structvpr benchmark " + " ".join(["--models", *models] + (["--sets", *args.sets] if args.sets else []))
+    command = " ".join(["structvpr benchmark"] + (["--models", *args.models] if args.models else [])
+                       + (["--sets", *(f"'{n}'" for n in args.sets)] if args.sets else []))
     encoded = sum(e["num_images"] for e in report["encodings"] if not e["cached"])
-    atomic_write_text(args.out, f"# Benchmark\n\nMade by `{command}`: {report['wall_s']} s, {encoded} images "
-                      f"encoded (the rest from the descriptor cache).\n\n{README}\n{table}\n\n"
+    total = sum(e["num_images"] for e in report["encodings"])
+    atomic_write_text(args.out, f"# Benchmark\n\nMade by `{command}` in {report['wall_s']} s; {encoded} of "
+                      f"{total} image encodings computed, the others read from the descriptor cache."
+                      f"\n\n{README}\n{table}\n\n"
                       f"![R@1]({png_path.name})\n")
     atomic_write_text(json_path, json.dumps(report, indent=1) + "\n")
     print(f"table: {args.out}  json: {json_path}  plot: {png_path}  ({report['wall_s']} s)")

@@ -25,6 +25,7 @@ from torchvision.models.mobilenetv2 import InvertedResidual
 
 from structvpr_core.config import ConfigError
 from structvpr_core.models import efficientnet_lite
+from structvpr_core.models.label_config import LabelFeatureConfig
 from structvpr_core.models.tflite_mobilenetv2 import coral_state_dict, use_tf_same_padding
 from structvpr_core.runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from structvpr_core.segmentation.slme import SLMEConfig
@@ -59,6 +60,8 @@ class ModelConfig:
     # rgb branch, mobilenetv2 trunk: "tf-same" pads strided convs like TensorFlow ('SAME': the
     # extra row/column at the end), which weights converted from TF/TFLite (imagenet: coral) need.
     padding: Literal["torch", "tf-same"] = "torch"
+    # StructVPR++ (models/label_features.py): label-level features appended to the global one.
+    label_features: LabelFeatureConfig | None = None
 
     def __post_init__(self):
         if self.branch == "seg" and self.slme is None:
@@ -76,6 +79,10 @@ class ModelConfig:
             raise ConfigError(f"mc_levels must be stage numbers in 1..{n}, got {self.mc_levels}")
         if self.padding != "torch" and (self.branch == "seg" or self.trunk != "mobilenetv2"):
             raise ConfigError("padding 'tf-same' is for the rgb branch's mobilenetv2 trunk (TF-trained ImageNet weights) only")
+        lf = self.label_features
+        if self.branch == "seg" and lf is not None and lf.num_labels != self.slme.num_channels:
+            raise ConfigError(f"label_features.num_labels ({lf.num_labels}) must equal the SLME channels "
+                              f"({self.slme.num_channels}): each label is one SLME channel")
 
     @property
     def in_channels(self) -> int:
@@ -89,7 +96,8 @@ class ModelConfig:
 
     @property
     def dim(self) -> int:
-        return sum(self.stage_channels[lvl - 1] for lvl in self.mc_levels)
+        label_dim = self.label_features.dim if self.label_features is not None else 0
+        return sum(self.stage_channels[lvl - 1] for lvl in self.mc_levels) + label_dim
 
 
 class MCHead(nn.Module):
@@ -204,7 +212,11 @@ class Transform(nn.Linear):
         super().__init__(student_dim, teacher_dim)
 
 
-def build_model(config: ModelConfig) -> RGBBranch | SegBranch:
+def build_model(config: ModelConfig) -> nn.Module:
+    if config.label_features is not None:
+        from structvpr_core.models.label_features import LabelAwareModel  # imports this module
+
+        return LabelAwareModel(config)
     return RGBBranch(config) if config.branch == "rgb" else SegBranch(config)
 
 

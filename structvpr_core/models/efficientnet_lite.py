@@ -117,11 +117,8 @@ def load_imagenet_lite0(source: str | Path = "pypi") -> EfficientNetLite0:
 
 
 class Lite0Stages(nn.Module):
-    """EfficientNet-Lite0 as 5 resolution stages (+ the 1280-channel head as stage 6).
-
-    ``forward_stages`` returns the stage maps the MC head pools, like ``RGBBranch``.
-    The classifier (``_fc``) is not part of the trunk.
-    """
+    """EfficientNet-Lite0 as 5 resolution stages (+ the 1280-channel head as stage 6), for
+    ``RGBBranch`` to run and pool. The classifier (``_fc``) is not part of the trunk."""
 
     def __init__(self, with_head: bool):
         super().__init__()
@@ -141,10 +138,3 @@ class Lite0Stages(nn.Module):
         sources.append(nn.Sequential(net._conv_head, net._bn1, nn.ReLU6()))
         for stage, source in zip(self.stages, sources):
             stage.load_state_dict(source.state_dict())
-
-    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
-        out = []
-        for stage in self.stages:
-            x = stage(x)
-            out.append(x)
-        return out

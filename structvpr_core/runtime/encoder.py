@@ -12,6 +12,7 @@ from typing import Protocol, Sequence
 import cv2
 import numpy as np
 
+from structvpr_core.models.shipped import find_checkpoint  # no torch import
 from structvpr_core.progress import progress
 
 # Off-the-shelf ImageNet EfficientNet-Lite0, no VPR training: "imagenet-lite0" max-pools the
@@ -81,8 +82,8 @@ def load_encoder(spec: str, device: str = "auto", input_size: tuple[int, int] | 
         model = RGBBranch(ModelConfig("rgb", size, mc_levels=IMAGENET_LITE0_LEVELS[spec], trunk="efficientnet-lite0"))
         model.load_imagenet()
         return NetworkEncoder(model, spec, device, size, runtime, precision)
-    path = Path(spec)
-    if not path.exists():
+    path = find_checkpoint(spec)
+    if path is None:
         raise FileNotFoundError(f"model '{spec}' is neither a checkpoint file nor a baseline {list(BASELINES)}")
     model, _ = load_checkpoint(path, expect_branch="rgb")
     return NetworkEncoder(model, path.stem, device, input_size, runtime, precision)

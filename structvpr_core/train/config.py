@@ -15,6 +15,7 @@ from typing import Literal
 from structvpr_core.config import ConfigError, from_dict, load_yaml
 from structvpr_core.models.branches import ModelConfig
 from structvpr_core.train.augment import AugmentConfig
+from structvpr_core.train.plusplus import PlusPlusConfig
 
 STEPS = ("stage1-rgb", "stage1-seg", "partition", "stage2")
 
@@ -161,12 +162,20 @@ class Stage2Config:
     # stages are the ones the cache was made with), trained on cached features
     train_from_stage: int = 1
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # StructVPR++ student (label head + label-level KD); null = StructVPR. See train/plusplus.py.
+    plusplus: PlusPlusConfig | None = None
 
     def __post_init__(self):
         if not self.name or "/" in self.name:
             raise ConfigError(f"stage2.name must be a plain folder name, got {self.name!r}")
         if self.student_init == "stage1" and self.imagenet_weights is not None:
             raise ConfigError("imagenet_weights is ignored with student_init: stage1; remove it")
+        if self.plusplus is not None and self.train_from_stage > 1:
+            # SuffixNet runs the plain MC head on cached parts, and the cache keeps MC levels
+            # below the start stage global-max-pooled only; the label head also needs them
+            # average-pooled, so the cache would feed it different numbers than deployment.
+            raise ConfigError("stage2.plusplus cannot train on a frozen prefix: set stage2.train_from_stage "
+                              "to 1 (the StructVPR++ label head needs full stage maps, not cached features)")
 
 
 @dataclass
@@ -190,6 +199,13 @@ class ExperimentConfig:
             raise ConfigError("stage1_rgb.model.branch must be 'rgb'")
         if self.stage1_seg is not None and self.stage1_seg.model.branch != "seg":
             raise ConfigError("stage1_seg.model.branch must be 'seg'")
+        if (self.stage2 is not None and self.stage2.plusplus is not None and self.stage1_seg is not None
+                and self.stage1_seg.model.label_features is None):
+            raise ConfigError("stage2.plusplus distils label features: stage1_seg.model.label_features must be set")
+        if (self.stage2 is not None and self.stage2.plusplus is not None and self.stage1_rgb is not None
+                and self.stage1_rgb.model.label_features is not None):
+            raise ConfigError("stage2.plusplus gives the student its label head itself: "
+                              "stage1_rgb.model.label_features must be null")
 
     def out(self) -> Path:
         return Path(self.out_dir.format(seed=self.seed))
@@ -203,6 +219,9 @@ class ExperimentConfig:
 def _check_train_from_stage(start: int, model: ModelConfig) -> None:
     if start != 1 and (model.branch != "rgb" or not 2 <= start <= 5):
         raise ConfigError(f"train_from_stage must be 1 (whole network) or, for the rgb branch, 2..5; got {start}")
+    if start != 1 and model.label_features is not None:
+        raise ConfigError("train_from_stage > 1 trains the plain MC head on cached features; "
+                          "a model with label_features needs train_from_stage: 1")
 
 
 def _merge(base: dict, over: dict) -> dict:

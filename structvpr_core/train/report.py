@@ -27,6 +27,7 @@ ROWS = (
     ("GP-D 8-4-1-0", "stage2-gpd_8410"),
     ("GP-S phi' (Eq. 7)", "stage2-gps_phi"),
     ("GP-D phi (Eq. 4, ours)", "stage2-gpd_phi"),
+    ("StructVPR++ GP-D phi (label features)", "stage2-plusplus_gpd_phi"),
 )
 METRICS = ("R@1", "R@5", "R@10", "hard_R@1", "hard_R@5", "hard_R@10")
 
