@@ -157,9 +157,16 @@ def test_format_1_checkpoint_is_refused_with_the_upgrade_command_which_keeps_the
 def test_shipped_checkpoints_load():
     from structvpr_core.paths import REPO_ROOT
 
-    for path in sorted((REPO_ROOT / "training" / "checkpoints").glob("*.pt")):
-        model, payload = load_checkpoint(path, expect_branch="rgb", expect_dim=448)
-        assert payload["format"] == "structvpr-checkpoint/2" and model.config.input_size == (64, 32)
+    # file name prefix -> (trunk, descriptor dim, input size) its model card states
+    expected = {"nordland64_": ("mobilenetv2", 448, (64, 32)), "lite0_realres_": ("efficientnet-lite0", 472, (320, 160))}
+    paths = sorted((REPO_ROOT / "training" / "checkpoints").glob("*.pt"))
+    assert paths and all(any(p.name.startswith(k) for k in expected) for p in paths), paths
+    for path in paths:
+        trunk, dim, size = next(v for k, v in expected.items() if path.name.startswith(k))
+        model, payload = load_checkpoint(path, expect_branch="rgb", expect_dim=dim)
+        assert payload["format"] == "structvpr-checkpoint/2"
+        assert (model.config.trunk, model.config.input_size) == (trunk, size)
+        assert path.with_suffix(".md").is_file(), f"{path.name} ships without a model card"
 
 
 def test_fp16_export_keeps_config_and_meta_and_close_descriptors(tmp_path):
