@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
-from tqdm import tqdm
 
 from structvpr_core.io_utils import atomic_write
 from structvpr_core.models.branches import RGBBranch
+from structvpr_core.progress import progress
 from structvpr_core.train.augment import AugmentConfig, augment_batch
 from structvpr_core.train.data import InputBank, SplitBanks
 
@@ -108,7 +108,7 @@ def compute_parts(model: RGBBranch, bank: InputBank, start: int, augment: Augmen
     gen = torch.Generator().manual_seed(seed)
     mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in bank.normalisation)
     out: list[list[list[torch.Tensor]]] = [[] for _ in range(augment.views + 1)]
-    bar = tqdm(total=len(bank) * (augment.views + 1), desc=desc, unit="img", leave=False)
+    bar = progress(total=len(bank) * (augment.views + 1), desc=desc, unit="img", leave=False)
     for view in range(augment.views + 1):
         for s in range(0, len(bank), batch_size):
             rgb = torch.from_numpy(bank.images[s:s + batch_size]).permute(0, 3, 1, 2).float() / 255.0
