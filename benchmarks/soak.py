@@ -38,20 +38,13 @@ os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 import json
 import platform
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
-import rclpy
-from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.context import Context
-from rclpy.executors import SingleThreadedExecutor
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
-from structvpr_msgs.msg import LoopClosure
 
 from structvpr_core.cli import parse_size
 from structvpr_core.data.images import read_rgb
@@ -59,7 +52,7 @@ from structvpr_core.io_utils import atomic_write_text
 from structvpr_core.paths import shared_dir
 from structvpr_ros.image_conversion import rgb_to_image_fields
 from structvpr_ros.outputs import ns_to_stamp
-from structvpr_ros.replay import DEFAULT_PARAMS, LOOP_TOPIC, NodeProcess, Recorder, _wait_for_node
+from structvpr_ros.replay import DEFAULT_PARAMS, NodeProcess, Recorder, ReplaySession
 
 IMAGE_TOPIC = "/camera/image_raw"
 WARMUP_S = 60.0  # excluded from the memory fit: allocator pools and imports settle first
@@ -89,32 +82,15 @@ def main() -> int:
                  "image_topic": IMAGE_TOPIC, "compressed_topic": "", "odom_topic": "", "use_sim_time": False,
                  "keyframe_min_interval_s": args.keyframe_interval_s, "diagnostics_period_s": 1.0}
 
-    reliable = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
-    context = Context()
-    rclpy.init(context=context)
-    node = client = executor = None
+    recorder = Recorder()
     with tempfile.TemporaryDirectory(prefix="structvpr_soak_") as tmp:
+        log_path = Path(tmp) / "node.log"
         try:
-            client = rclpy.create_node("structvpr_soak", context=context)
-            recorder = Recorder()
-            client.create_subscription(LoopClosure, LOOP_TOPIC, recorder.on_loop_closure, reliable)
-            client.create_subscription(DiagnosticArray, "/diagnostics", recorder.on_diagnostics, reliable)
-            publisher = client.create_publisher(Image, IMAGE_TOPIC, reliable)
-            executor = SingleThreadedExecutor(context=context)
-            executor.add_node(client)
-            threading.Thread(target=executor.spin, name="soak_executor", daemon=True).start()
-            node = NodeProcess(Path(args.params), overrides, Path(tmp) / "node.log")
-            _wait_for_node(node, client, publisher, timeout=120.0)
-            samples = soak(args, images, publisher, recorder, node)
+            with ReplaySession(Path(args.params), overrides, image_topic=IMAGE_TOPIC, compressed=False,
+                               recorder=recorder, separate_process=True, log_path=log_path) as session:
+                samples = soak(args, images, session.image_pub, recorder, session.node)
         finally:
-            if node is not None:
-                node.stop()
-                node_log = log_summary(node.log_path)
-            if executor is not None:
-                executor.shutdown()
-            if client is not None:
-                client.destroy_node()
-            rclpy.try_shutdown(context=context)
+            node_log = log_summary(log_path)
 
     dim = {"raw-pixel": 64 * 32}.get(args.model)
     result = {
