@@ -51,8 +51,8 @@ from structvpr_core.data.datasets import PlaceSet, gardenspoint, grief_seasons, 
 from structvpr_core.evaluation.metrics import recall_at_n
 from structvpr_core.io_utils import atomic_write, atomic_write_text
 from structvpr_core.paths import REPO_ROOT, shared_dir
-from structvpr_core.retrieval.index import DescriptorIndex, IndexConfig
-from structvpr_core.retrieval.sequence import SequenceConfig, normalization_for, ranked_by_sequence
+from structvpr_core.evaluation.evaluate import retrieve
+from structvpr_core.retrieval.sequence import SequenceConfig, normalization_for
 from structvpr_core.runtime.encoder import BASELINES, Encoder, encode_paths, load_encoder
 
 KS = (1, 5, 10)
@@ -121,16 +121,6 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
         np.save(f, array)
 
 
-def retrieve(db_desc: np.ndarray, q_desc: np.ndarray, k: int, sequence: SequenceConfig | None = None) -> np.ndarray:
-    """(Q, k) database ids best first: single images (faiss flat), or sequences of the last
-    ``sequence.length`` queries (the node's causal matcher, ``retrieval/sequence.py``)."""
-    if sequence is not None and sequence.length > 1:
-        return ranked_by_sequence(q_desc, db_desc, sequence, k)[1]
-    index = DescriptorIndex(db_desc.shape[1], IndexConfig("flat"))
-    index.add(db_desc, np.arange(len(db_desc)))
-    return index.search(q_desc, k)[1]
-
-
 def score_set(place_sets: list[PlaceSet], desc: dict[Path, np.ndarray], sequence: SequenceConfig | None = None) -> dict:
     """Recall@KS soft and hard, pooled over ``place_sets`` (weighted by evaluated queries)."""
     hits = {gt: np.zeros(len(KS)) for gt in GROUND_TRUTHS}
@@ -138,7 +128,7 @@ def score_set(place_sets: list[PlaceSet], desc: dict[Path, np.ndarray], sequence
     for ps in place_sets:
         db = np.stack([desc[p] for p in ps.database])
         q = np.stack([desc[p] for p in ps.queries])
-        ranked = retrieve(db, q, max(KS), sequence)
+        ranked = retrieve(q, db, max(KS), sequence=sequence)[1]
         for gt, positives in (("soft", ps.positives), ("hard", ps.hard_positives)):
             recall = recall_at_n(ranked, positives, KS)
             hits[gt] += recall.num_evaluated * np.array([recall.recalls[k] for k in KS])

@@ -42,6 +42,23 @@ DEFAULT_KS = (1, 5, 10, 20)
 # ----------------------------------------------------------------------------- core
 
 
+def retrieve(q_desc: np.ndarray, db_desc: np.ndarray, k: int, index_config: IndexConfig | None = None,
+             sequence: SequenceConfig | None = None) -> tuple[np.ndarray, np.ndarray, str]:
+    """Top-``k`` database positions per query: ``(scores, ids, kind)``, best first.
+
+    Sequences of ``sequence.length`` > 1 queries are ranked by the node's causal matcher (exact);
+    otherwise single images through a ``DescriptorIndex`` (``index_config``, default flat).
+    """
+    if sequence is not None and sequence.length > 1:
+        scores, ids = ranked_by_sequence(q_desc, db_desc, sequence, k)
+        return scores, ids, "sequence"
+    index = DescriptorIndex(db_desc.shape[1], index_config or IndexConfig())
+    index.train(db_desc)
+    index.add(db_desc, np.arange(len(db_desc)))  # id = database position
+    scores, ids = index.search(q_desc, k)
+    return scores, ids, index.kind
+
+
 def evaluate_place_set(
     encoder: Encoder,
     place_set: PlaceSet,
@@ -68,15 +85,7 @@ def evaluate_place_set(
     q_desc = encode_paths(encoder, place_set.queries, batch_size, desc="encoding queries")
     encode_s = time.perf_counter() - start
 
-    if sequence is not None and sequence.length > 1:
-        scores, ranked = ranked_by_sequence(q_desc, db_desc, sequence, ks[-1])
-        index_kind = "sequence"
-    else:
-        index = DescriptorIndex(encoder.dim, index_config)
-        index.train(db_desc)
-        index.add(db_desc, np.arange(len(db_desc)))  # id = database position
-        scores, ranked = index.search(q_desc, ks[-1])
-        index_kind = index.kind
+    scores, ranked, index_kind = retrieve(q_desc, db_desc, ks[-1], index_config, sequence)
 
     ground_truths = {"soft": place_set.positives}
     if any(not np.array_equal(h, s) for h, s in zip(place_set.hard_positives, place_set.positives)):

@@ -24,7 +24,7 @@ import torch
 from structvpr_core.data.combine import concat_place_sets, every_nth_place, merge_queries, subset_places
 from structvpr_core.data.datasets import GRIEF_SPLITS, PlaceSet, gardenspoint, grief_site, nordland64
 from structvpr_core.models.branches import TRUNK_NORMALISATION
-from structvpr_core.runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD, to_input_tensor
+from structvpr_core.runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD, resize_rgb, to_input_tensor
 from structvpr_core.data.images import read_rgb
 from structvpr_core.segmentation.slme import SLME, SLMEConfig
 from structvpr_core.progress import progress
@@ -104,11 +104,7 @@ def rgb_bank(paths: list[Path], size: tuple[int, int], desc: str = "reading imag
              normalisation: tuple = (IMAGENET_MEAN, IMAGENET_STD)) -> InputBank:
     out = np.empty((len(paths), size[1], size[0], 3), np.uint8)
     for i, path in enumerate(progress(paths, desc=desc, unit="img", leave=False)):
-        img = read_rgb(path)
-        if (img.shape[1], img.shape[0]) != tuple(size):
-            interp = cv2.INTER_AREA if img.shape[1] > size[0] else cv2.INTER_LINEAR
-            img = cv2.resize(img, tuple(size), interpolation=interp)
-        out[i] = img
+        out[i] = resize_rgb(read_rgb(path), size)
     return InputBank(out, None, normalisation)
 
 
