@@ -7,10 +7,12 @@ import torch
 from structvpr_core.data.combine import concat_place_sets, every_nth_place, merge_queries
 from structvpr_core.data.datasets import gardenspoint, nordland64
 from structvpr_core.models.branches import ModelConfig, RGBBranch
+from structvpr_core.models.label_config import LabelFeatureConfig
 from structvpr_core.train.augment import AugmentConfig, augment_batch
 from structvpr_core.train.data import make_banks
 from structvpr_core.train.evaluation import encode_bank
 from structvpr_core.train.frozen_prefix import SuffixNet, feature_banks
+from structvpr_core.train.plusplus import PlusPlusConfig, label_aware_student
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +42,27 @@ def test_suffix_on_cached_parts_equals_full_network(small_set, tmp_path):
     assert all(not m.training for m in suffix.modules() if isinstance(m, torch.nn.BatchNorm2d))
     trainable = {id(p) for p in suffix.trainable_parameters()}
     assert trainable == {id(p) for p in model.stages[4].parameters()}
+
+
+def test_label_aware_suffix_equals_full_network(small_set, tmp_path):
+    # StructVPR++ student: its label head average-pools the MC levels too, so a level cached
+    # below the start stage must give back its mean as well as its max
+    torch.manual_seed(0)
+    plain = RGBBranch(ModelConfig("rgb", (128, 64), trunk="efficientnet-lite0"))
+    model = label_aware_student(plain, LabelFeatureConfig(num_labels=6, label_dim=8),
+                                PlusPlusConfig(student_hidden=16)).eval()
+    banks = make_banks(small_set, model.config, None)
+    cached = feature_banks(model, banks, 5, AugmentConfig(views=0), 0, tmp_path)
+    suffix = SuffixNet(model, 5).eval()
+    np.testing.assert_allclose(encode_bank(suffix, cached.queries, torch.device("cpu")),
+                               encode_bank(model, banks.queries, torch.device("cpu")), atol=2e-3)
+    parts = cached.queries.batch(np.arange(4))
+    x = banks.queries.batch(np.arange(4))
+    with torch.no_grad():
+        for got, want in zip(suffix.forward_parts(parts), model.forward_parts(x)):
+            torch.testing.assert_close(got, want, atol=2e-3, rtol=0)
+    trainable = {id(p) for p in suffix.trainable_parameters()}
+    assert trainable == {id(p) for m in (model.stages[4], model.label_head) for p in m.parameters()}
 
 
 def test_augment_changes_images_reproducibly():

@@ -196,6 +196,19 @@ def test_plusplus_stage1_and_stage2_on_real_frames(tmp_path, shared):
     history = (stage2_dir(cfg) / "history.json").read_text()
     assert '"kd"' in history and "NaN" not in history
 
+    # the same arm on a frozen prefix (the real-resolution recipe): stages 1-4 stay those of stage I
+    (tmp_path / "frozen.yaml").write_text("extends: plusplus.yaml\nstage2: {name: plusplus_frozen, train_from_stage: 5}\n")
+    frozen_cfg = load_experiment(tmp_path / "frozen.yaml")
+    run_stage2(frozen_cfg)
+    frozen, _ = load_checkpoint(stage2_dir(frozen_cfg) / "best.pt", expect_branch="rgb", expect_dim=448 + 48)
+    start, _ = load_checkpoint(cfg.out() / "stage1-rgb" / "best.pt", expect_branch="rgb")
+    for i in range(4):
+        assert all(torch.equal(a, b) for a, b in zip(frozen.stages[i].state_dict().values(),
+                                                     start.stages[i].state_dict().values()))
+    assert not all(torch.equal(a, b) for a, b in zip(frozen.stages[4].state_dict().values(),
+                                                     start.stages[4].state_dict().values()))
+    assert "NaN" not in (stage2_dir(frozen_cfg) / "history.json").read_text()
+
 
 def test_plusplus_student_needs_a_label_aware_teacher(tmp_path):
     bad = tmp_path / "bad.yaml"
@@ -205,9 +218,6 @@ def test_plusplus_student_needs_a_label_aware_teacher(tmp_path):
 
 
 @pytest.mark.parametrize("yaml_text, message", [
-    # the frozen-prefix path runs the plain MC head on cached (partly pooled) features
-    ("stage1_rgb: {model: {branch: rgb}}\nstage1_seg: {model: {branch: seg, label_features: {}}}\n"
-     "stage2: {name: x, plusplus: {}, train_from_stage: 3}\n", "cannot train on a frozen prefix"),
     ("stage1_rgb: {model: {branch: rgb, label_features: {}}, train_from_stage: 3}\n",
      "needs train_from_stage: 1"),
     ("stage1_rgb: {model: {branch: rgb, label_features: {}}}\nstage1_seg: {model: {branch: seg, label_features: {}}}\n"

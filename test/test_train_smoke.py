@@ -7,18 +7,21 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from structvpr_core.models.checkpoint import load_checkpoint
 from structvpr_core.data.datasets import NORDLAND64_SPLITS
 from structvpr_core.train.cli import run_test
-from structvpr_core.train.config import ConfigError, load_experiment
+from structvpr_core.train.config import ConfigError, WhitenConfig, load_experiment
 from structvpr_core.train.partition import run_partition
 from structvpr_core.train.stage1 import run_stage1
 from structvpr_core.train.stage2 import run_stage2
+from structvpr_core.train.whiten import run_whiten
 
 REPO = Path(__file__).resolve().parent.parent
 N_TRAIN, N_VAL, N_TEST = 24, 8, 8
@@ -106,6 +109,19 @@ def test_stage1_seg_partition_stage2_test(tiny):
     result = run_test(tiny, "stage2")
     assert result["split"].startswith("nordland64-test") and result["test"]["num_queries"] == N_TEST
     assert {"R@1", "R@5", "hard_R@1", "hard_R@5"} <= set(result["test"])
+
+    # whiten: fitted on the 48 training descriptors, the shrink chosen on val R@1 (then R@5)
+    whiten_cfg = replace(tiny, whiten=WhitenConfig(dims=[16], shrinks=[0.1, 1.0]))
+    summary = run_whiten(whiten_cfg)
+    record = json.loads((out.parent / "stage2-gpd_phi-whitened" / "whiten.json").read_text())
+    best = max(record["candidates"], key=lambda c: (c["val"]["R@1"], c["val"]["R@5"]))
+    assert len(record["candidates"]) == 2 and record["chosen"] == best and summary["dim"] == 16
+    whitened, meta = load_checkpoint(summary["checkpoint"], expect_branch="rgb", expect_dim=16)
+    assert meta["meta"]["whitening"]["source_sha256"] == payload["sha256"]
+    assert all(torch.equal(a, b) for a, b in zip(whitened.stages.state_dict().values(),
+                                                 student.stages.state_dict().values()))
+    with pytest.raises(ValueError, match="cannot fit a 448-d whitening"):
+        run_whiten(replace(tiny, whiten=WhitenConfig(dims=[448])))
 
 
 def test_missing_labels_and_bad_config_are_clear(tiny, tmp_path):

@@ -27,6 +27,7 @@ from structvpr_core.config import ConfigError
 from structvpr_core.models import efficientnet_lite
 from structvpr_core.models.label_config import LabelFeatureConfig
 from structvpr_core.models.tflite_mobilenetv2 import coral_state_dict, use_tf_same_padding
+from structvpr_core.models.whitening import Whitening
 from structvpr_core.runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from structvpr_core.segmentation.slme import SLMEConfig
 
@@ -62,6 +63,9 @@ class ModelConfig:
     padding: Literal["torch", "tf-same"] = "torch"
     # StructVPR++ (models/label_features.py): label-level features appended to the global one.
     label_features: LabelFeatureConfig | None = None
+    # rgb branch: learned PCA whitening of the MC descriptor to this many dimensions
+    # (models/whitening.py, fitted after training by `structvpr train whiten`); 0 = none
+    whitening_dim: int = 0
 
     def __post_init__(self):
         if self.branch == "seg" and self.slme is None:
@@ -79,6 +83,12 @@ class ModelConfig:
             raise ConfigError(f"mc_levels must be stage numbers in 1..{n}, got {self.mc_levels}")
         if self.padding != "torch" and (self.branch == "seg" or self.trunk != "mobilenetv2"):
             raise ConfigError("padding 'tf-same' is for the rgb branch's mobilenetv2 trunk (TF-trained ImageNet weights) only")
+        if self.whitening_dim and not (self.branch == "rgb" and 1 <= self.whitening_dim <= self.mc_dim):
+            raise ConfigError(f"whitening_dim must be 0 (none) or, for the rgb branch, 1..{self.mc_dim} "
+                              f"(the MC descriptor's size); got {self.whitening_dim}")
+        if self.whitening_dim and self.label_features is not None:
+            raise ConfigError("whitening_dim applies to the plain MC descriptor; a StructVPR++ model "
+                              "(label_features) is not whitened")
         lf = self.label_features
         if self.branch == "seg" and lf is not None and lf.num_labels != self.slme.num_channels:
             raise ConfigError(f"label_features.num_labels ({lf.num_labels}) must equal the SLME channels "
@@ -95,9 +105,14 @@ class ModelConfig:
         return TRUNK_CHANNELS[self.trunk]
 
     @property
+    def mc_dim(self) -> int:
+        return sum(self.stage_channels[lvl - 1] for lvl in self.mc_levels)
+
+    @property
     def dim(self) -> int:
-        label_dim = self.label_features.dim if self.label_features is not None else 0
-        return sum(self.stage_channels[lvl - 1] for lvl in self.mc_levels) + label_dim
+        if self.whitening_dim:
+            return self.whitening_dim
+        return self.mc_dim + (self.label_features.dim if self.label_features is not None else 0)
 
 
 class MCHead(nn.Module):
@@ -128,6 +143,7 @@ class RGBBranch(nn.Module):
             if self.config.padding == "tf-same":
                 use_tf_same_padding(self.stages)
         self.head = MCHead(self.config.mc_levels)
+        self.whitening = Whitening(self.config.mc_dim, self.config.whitening_dim) if self.config.whitening_dim else None
         self.dim = self.config.dim
         # what the encoder feeds: (RGB / 255 - mean) / std
         self.input_mean, self.input_std = TRUNK_NORMALISATION[self.config.trunk]
@@ -139,8 +155,12 @@ class RGBBranch(nn.Module):
             out.append(x)
         return out
 
+    def from_stages(self, stages: list[torch.Tensor]) -> torch.Tensor:
+        desc = self.head(stages)
+        return desc if self.whitening is None else self.whitening(desc)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.forward_stages(x))
+        return self.from_stages(self.forward_stages(x))
 
     def load_imagenet(self, source: str | Path | None = None) -> None:
         """Initialise the trunk from ImageNet weights.
@@ -202,7 +222,9 @@ class SegBranch(nn.Module):
         self.dim = self.config.dim
 
     forward_stages = RGBBranch.forward_stages
-    forward = RGBBranch.forward
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_stages(x))
 
 
 class Transform(nn.Linear):

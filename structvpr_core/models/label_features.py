@@ -147,14 +147,26 @@ class LabelAwareModel(nn.Module):
         head = TeacherLabelHead if config.branch == "seg" else StudentLabelHead
         self.label_head = head(chans, config.mc_levels, config.label_features)
 
+    @property
+    def stages(self) -> nn.ModuleList:
+        return self.trunk.stages
+
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         return self.trunk.forward_stages(x)
 
     def forward_parts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(unit global MC descriptor, unit label descriptor)."""
         stages = self.forward_stages(x)
-        label = self.label_head(stages, x) if self.config.branch == "seg" else self.label_head(stages)
-        return self.global_head(stages), label
+        if self.config.branch == "seg":  # the teacher's masks come from its own SLME input
+            return self.global_head(stages), self.label_head(stages, x)
+        return self.parts_from_stages(stages)
+
+    def parts_from_stages(self, stages: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """RGB side only (needs no input image): what the frozen-prefix trainer runs."""
+        return self.global_head(stages), self.label_head(stages)
+
+    def from_stages(self, stages: list[torch.Tensor]) -> torch.Tensor:
+        return combine(*self.parts_from_stages(stages), self.config.label_features.label_weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return combine(*self.forward_parts(x), self.config.label_features.label_weight)

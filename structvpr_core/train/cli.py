@@ -1,6 +1,6 @@
 """``structvpr train STEP --config training/X.yaml [--out DIR] [--seed N] [--resume]``.
 
-STEP: stage1-rgb | stage1-seg | partition | stage2 | test | report. ``test`` evaluates the
+STEP: stage1-rgb | stage1-seg | partition | stage2 | whiten | test | report. ``test`` evaluates the
 val-selected ``best.pt`` of ``--step`` on the test split (hard and soft ground truth)
 and writes ``test.json`` next to it; nothing ever selects on it.
 ``report --runs DIR --out DIR`` tabulates the test.json files of all seeds (mean +- std).
@@ -77,6 +77,10 @@ def run(args: argparse.Namespace) -> int:
         from structvpr_core.train.stage2 import run_stage2
 
         result = run_stage2(cfg, resume=args.resume)
+    elif args.step == "whiten":
+        from structvpr_core.train.whiten import run_whiten
+
+        result = run_whiten(cfg)
     else:
         if args.test_step is None:
             raise ValueError("test needs --step stage1-rgb | stage1-seg | stage2")

@@ -17,7 +17,7 @@ from structvpr_core.models.branches import ModelConfig
 from structvpr_core.train.augment import AugmentConfig
 from structvpr_core.train.plusplus import PlusPlusConfig
 
-STEPS = ("stage1-rgb", "stage1-seg", "partition", "stage2")
+STEPS = ("stage1-rgb", "stage1-seg", "partition", "stage2", "whiten")
 
 
 @dataclass
@@ -170,12 +170,24 @@ class Stage2Config:
             raise ConfigError(f"stage2.name must be a plain folder name, got {self.name!r}")
         if self.student_init == "stage1" and self.imagenet_weights is not None:
             raise ConfigError("imagenet_weights is ignored with student_init: stage1; remove it")
-        if self.plusplus is not None and self.train_from_stage > 1:
-            # SuffixNet runs the plain MC head on cached parts, and the cache keeps MC levels
-            # below the start stage global-max-pooled only; the label head also needs them
-            # average-pooled, so the cache would feed it different numbers than deployment.
-            raise ConfigError("stage2.plusplus cannot train on a frozen prefix: set stage2.train_from_stage "
-                              "to 1 (the StructVPR++ label head needs full stage maps, not cached features)")
+
+
+@dataclass
+class WhitenConfig:
+    """``whiten``: learned PCA whitening of a trained RGB model (models/whitening.py, train/whiten.py)."""
+
+    # the model to whiten: this config's stage II arm, or stage I RGB
+    source: Literal["stage2", "stage1-rgb"] = "stage2"
+    # output dimensions to try; empty = the MC descriptor's own size
+    dims: list[int] = field(default_factory=list)
+    # regularisations to try (eigenvalue + shrink x the largest); the best on val R@1 is kept
+    shrinks: list[float] = field(default_factory=lambda: [0.01, 0.1, 0.3, 1.0])
+
+    def __post_init__(self):
+        if any(d < 1 for d in self.dims):
+            raise ConfigError(f"whiten.dims must be positive, got {self.dims}")
+        if not self.shrinks or any(not 0 <= x < float("inf") for x in self.shrinks):
+            raise ConfigError(f"whiten.shrinks must be a non-empty list of numbers >= 0, got {self.shrinks}")
 
 
 @dataclass
@@ -188,6 +200,7 @@ class ExperimentConfig:
     stage1_seg: Stage1Config | None = None
     partition: PartitionConfig = field(default_factory=PartitionConfig)
     stage2: Stage2Config | None = None
+    whiten: WhitenConfig = field(default_factory=WhitenConfig)
     eval_batch_size: int = 256
     # frozen-prefix feature caches (shared by the arms and seeds of an experiment); null = no disk cache
     feature_cache: str | None = "runs/feature_cache"

@@ -6,7 +6,12 @@ places is lost (DESIGN.md, "Deployment facts"). So stages 1..start-1 stay frozen
 their ImageNet weights, and their outputs are computed once per image and kept in
 memory (float16), for the clean image and for ``augment.views`` augmented copies
 (lighting / season / small viewpoint change, ``augment.py``). Training then runs
-stages start..5 and the MC head only, drawing a random augmented view per image.
+stages start.. and the heads only, drawing a random augmented view per image.
+
+The model is an ``RGBBranch`` or a StructVPR++ ``LabelAwareModel`` (RGB side): its MC head
+global-max-pools each level, its label head also average-pools, and a frozen level below
+the start stage is cached as the 1x2 map [GMP, 2 GAP - GMP], whose max is the GMP and
+whose mean is the GAP, so both heads see the numbers they would see on the full image.
 
 ``FeatureBank`` has the ``InputBank`` interface (``batch(indices, rng)``), and
 ``SuffixNet`` turns a batch of cached parts into the descriptor, so the triplet loop,
@@ -26,14 +31,16 @@ import torch.nn as nn
 
 from structvpr_core.io_utils import atomic_write
 from structvpr_core.models.branches import RGBBranch
+from structvpr_core.models.label_features import LabelAwareModel
 from structvpr_core.progress import progress
 from structvpr_core.train.augment import AugmentConfig, augment_batch
 from structvpr_core.train.data import InputBank, SplitBanks
 
 Parts = list[torch.Tensor]
+Model = RGBBranch | LabelAwareModel
 
 
-def cached_levels(model: RGBBranch, start: int) -> tuple[list[int], int]:
+def cached_levels(model: Model, start: int) -> tuple[list[int], int]:
     """MC levels pooled from frozen stages (stored pooled), and the frozen stage whose map feeds ``start``."""
     if not 2 <= start <= len(model.stages):
         raise ValueError(f"train_from_stage must be in 2..{len(model.stages)} to cache a frozen prefix, got {start}")
@@ -41,21 +48,24 @@ def cached_levels(model: RGBBranch, start: int) -> tuple[list[int], int]:
 
 
 class SuffixNet(nn.Module):
-    """Stages ``start``.. of ``model`` + its MC head, fed with cached prefix parts.
+    """Stages ``start``.. of ``model`` + its heads, fed with cached prefix parts.
 
-    parts = [GMP of each MC level below start-1, as (B, C, 1, 1)] + [map of stage start-1].
-    Global max pooling of a 1x1 map is the value itself, so the MC head sees the same
-    numbers as on the full image.
+    parts = [[GMP, 2 GAP - GMP] of each MC level below start-1, as (B, C, 1, 2)]
+    + [map of stage start-1]. Same interface as the model (``config``, ``dim``, ``forward``;
+    ``forward_parts`` for a label-aware one), so the training loops take either.
     """
 
-    def __init__(self, model: RGBBranch, start: int):
+    def __init__(self, model: Model, start: int):
         super().__init__()
         self.model, self.start = model, start
         self.pooled_levels, self.input_stage = cached_levels(model, start)
-        self.dim = model.dim
+        self.config, self.dim = model.config, model.dim
 
     def trainable_parameters(self):
-        return [p for stage in self.model.stages[self.start - 1:] for p in stage.parameters()]
+        # the suffix stages and any head with weights (the StructVPR++ label head)
+        suffix = [p for stage in self.model.stages[self.start - 1:] for p in stage.parameters()]
+        heads = [p for name, p in self.model.named_parameters() if not name.startswith(("stages.", "trunk."))]
+        return suffix + heads
 
     def train(self, mode: bool = True):
         # Batch-norm statistics stay at their ImageNet values: triplet batches of a few
@@ -66,14 +76,20 @@ class SuffixNet(nn.Module):
                 m.eval()
         return self
 
-    def forward(self, parts: Parts) -> torch.Tensor:
+    def stage_maps(self, parts: Parts) -> list[torch.Tensor | None]:
         maps: list[torch.Tensor | None] = [None] * len(self.model.stages)
         for lvl, pooled in zip(self.pooled_levels, parts[:-1]):
             maps[lvl - 1] = pooled
         x = maps[self.input_stage - 1] = parts[-1]
         for i in range(self.start - 1, len(self.model.stages)):
             x = maps[i] = self.model.stages[i](x)
-        return self.model.head(maps)
+        return maps
+
+    def forward_parts(self, parts: Parts) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.parts_from_stages(self.stage_maps(parts))
+
+    def forward(self, parts: Parts) -> torch.Tensor:
+        return self.model.from_stages(self.stage_maps(parts))
 
 
 class FeatureBank:
@@ -99,8 +115,14 @@ class FeatureBank:
         return [p[view, idx].float() for p in self.parts]
 
 
+def pooled_max_mean(fmap: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, 1, 2) [GMP, 2 GAP - GMP]: max = GMP, mean = GAP (GAP <= GMP)."""
+    gmp, gap = fmap.amax(dim=(2, 3), keepdim=True), fmap.mean(dim=(2, 3), keepdim=True)
+    return torch.cat([gmp, 2 * gap - gmp], dim=3)
+
+
 @torch.no_grad()
-def compute_parts(model: RGBBranch, bank: InputBank, start: int, augment: AugmentConfig, seed: int,
+def compute_parts(model: Model, bank: InputBank, start: int, augment: AugmentConfig, seed: int,
                   batch_size: int = 32, desc: str = "caching frozen features") -> Parts:
     """Run the frozen stages over every image of ``bank`` (clean + augmented views)."""
     pooled_levels, input_stage = cached_levels(model, start)
@@ -119,7 +141,7 @@ def compute_parts(model: RGBBranch, bank: InputBank, start: int, augment: Augmen
             for stage in model.stages[:input_stage]:
                 x = stage(x)
                 maps.append(x)
-            parts = [maps[lvl - 1].amax(dim=(2, 3), keepdim=True) for lvl in pooled_levels] + [maps[-1]]
+            parts = [pooled_max_mean(maps[lvl - 1]) for lvl in pooled_levels] + [maps[-1]]
             out[view].append([p.half().contiguous() for p in parts])
             bar.update(len(rgb))
     bar.close()
@@ -127,18 +149,21 @@ def compute_parts(model: RGBBranch, bank: InputBank, start: int, augment: Augmen
     return [torch.stack([torch.cat([b[k] for b in out[v]]) for v in range(len(out))]) for k in range(n_parts)]
 
 
-def cache_key(model: RGBBranch, bank_paths: list[Path], size, start: int, augment: AugmentConfig, seed: int) -> str:
-    prefix = {k: v for k, v in model.state_dict().items() if k.startswith(tuple(f"stages.{i}." for i in range(start - 1)))}
+def cache_key(model: Model, bank_paths: list[Path], size, start: int, augment: AugmentConfig, seed: int) -> str:
+    prefix = {f"stages.{i}.{k}": v for i in range(start - 1) for k, v in model.stages[i].state_dict().items()}
     h = hashlib.sha256()
     for k in sorted(prefix):
         h.update(k.encode())
         h.update(prefix[k].detach().float().numpy().tobytes())
+    # the parts depend on which levels are pooled below ``start``, not on the levels after it, so
+    # heads that differ only in their trained levels (e.g. 3-5 vs 3-6) share one cache
     h.update(json.dumps([[str(p) for p in bank_paths], list(size), start, augment.__dict__, seed,
-                         list(model.config.mc_levels), model.config.padding], sort_keys=True).encode())
+                         list(cached_levels(model, start)), model.config.padding, "pooled:max,2mean-max"],
+                        sort_keys=True).encode())
     return h.hexdigest()[:20]
 
 
-def feature_bank(model: RGBBranch, bank: InputBank, paths: list[Path], start: int, augment: AugmentConfig,
+def feature_bank(model: Model, bank: InputBank, paths: list[Path], start: int, augment: AugmentConfig,
                  seed: int, cache_dir: Path | None, desc: str) -> FeatureBank:
     """``compute_parts`` through an on-disk cache (tensors only: loads with weights_only=True)."""
     size = (bank.images.shape[2], bank.images.shape[1])
@@ -153,7 +178,7 @@ def feature_bank(model: RGBBranch, bank: InputBank, paths: list[Path], start: in
     return FeatureBank(parts)
 
 
-def feature_banks(model: RGBBranch, banks: SplitBanks, start: int, augment: AugmentConfig, seed: int,
+def feature_banks(model: Model, banks: SplitBanks, start: int, augment: AugmentConfig, seed: int,
                   cache_dir: Path | None) -> SplitBanks:
     """``banks`` (images) -> the same split as cached prefix features."""
     ps = banks.place_set
@@ -169,7 +194,7 @@ def feature_banks(model: RGBBranch, banks: SplitBanks, start: int, augment: Augm
 AUGMENT_SEED = 0
 
 
-def suffix_training(model: RGBBranch, start: int, train: SplitBanks, val: SplitBanks, augment: AugmentConfig,
+def suffix_training(model: Model, start: int, train: SplitBanks, val: SplitBanks, augment: AugmentConfig,
                     cache_dir: str | None) -> tuple[SuffixNet, SplitBanks, SplitBanks]:
     """Freeze ``model``'s stages before ``start``; the train / val image banks become feature banks."""
     model.requires_grad_(False)

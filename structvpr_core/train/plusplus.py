@@ -48,9 +48,11 @@ class PlusPlusConfig:
 
 
 class LabelDistiller(nn.Module):
-    """Student + T as one module (one DDP wrapper): [deploy | sqrt(gk) T(g_S) | sqrt(lk) L_S]."""
+    """Student + T as one module (one DDP wrapper): [deploy | sqrt(gk) T(g_S) | sqrt(lk) L_S].
 
-    def __init__(self, student: LabelAwareModel, transform: Transform, config: PlusPlusConfig):
+    ``student``: the label-aware model, or its frozen-prefix ``SuffixNet`` (same forward_parts)."""
+
+    def __init__(self, student: nn.Module, transform: Transform, config: PlusPlusConfig):
         super().__init__()
         self.student, self.transform = student, transform
         self.global_scale, self.label_scale = math.sqrt(config.global_kd), math.sqrt(config.label_kd)
@@ -80,10 +82,9 @@ def label_aware_student(student: nn.Module, teacher_labels: LabelFeatureConfig,
 
 def prepare_stage2(student: nn.Module, teacher: nn.Module, config: PlusPlusConfig,
                    t_q: torch.Tensor, t_db: torch.Tensor):
-    """-> (label-aware student, its distiller, kd targets of the queries, of the database)."""
+    """-> (label-aware student, kd targets of the queries, of the database)."""
     if not isinstance(teacher, LabelAwareModel):
         raise ConfigError("stage2.plusplus needs a label-aware teacher: set stage1_seg.model.label_features "
                           "and train stage1-seg (and the partition) with it first")
     plus = label_aware_student(student, teacher.config.label_features, config)
-    distiller = LabelDistiller(plus, Transform(plus.global_dim, teacher.global_dim), config)
-    return plus, distiller, kd_targets(t_q, teacher.global_dim, config), kd_targets(t_db, teacher.global_dim, config)
+    return plus, kd_targets(t_q, teacher.global_dim, config), kd_targets(t_db, teacher.global_dim, config)

@@ -24,7 +24,7 @@ from structvpr_core.train.config import ExperimentConfig
 from structvpr_core.train.data import TripletMiner, load_split, make_banks
 from structvpr_core.train.evaluation import encode_bank, split_recalls
 from structvpr_core.train.loop import BEST_FILE, Fit, TripletEpoch, make_optim, run_key, seed_everything, steps_per_epoch
-from structvpr_core.train.plusplus import prepare_stage2
+from structvpr_core.train.plusplus import LabelDistiller, prepare_stage2
 from structvpr_core.train.partition import TABLE_FILE, group_ratios, read_table, weight_fn
 from structvpr_core.train.stage1 import step_dir
 
@@ -105,18 +105,19 @@ def run_stage2(cfg: ExperimentConfig, resume: bool = False) -> dict:
             student = RGBBranch(cfg.stage1_rgb.model)
             if stage.imagenet_weights is not None:
                 student.load_imagenet(stage.imagenet_weights)
+        if stage.plusplus is not None:  # StructVPR++: label head on the student, label-level targets
+            student, t_q, t_db = prepare_stage2(student, teacher, stage.plusplus, t_q, t_db)
         student = student.to(ctx.device, memory_format=torch.channels_last)
         rgb_train = make_banks(train, student.config, None)
         val = make_banks(load_split(cfg.data, "val"), student.config, None)
         student_net = student  # what the triplet loop runs
-        if stage.train_from_stage > 1:  # config validation keeps plusplus off this path
+        if stage.train_from_stage > 1:
             student_net, rgb_train, val = frozen_prefix.suffix_training(
                 student, stage.train_from_stage, rgb_train, val, stage.augment, cfg.feature_cache)
         if stage.plusplus is None:
             distiller = Distiller(student_net, Transform(student.dim, teacher.dim))
-        else:  # StructVPR++: label head on the student, label-level targets (train/plusplus.py)
-            student, distiller, t_q, t_db = prepare_stage2(student, teacher, stage.plusplus, t_q, t_db)
-            student_net = student
+        else:
+            distiller = LabelDistiller(student_net, Transform(student.global_dim, teacher.global_dim), stage.plusplus)
         distiller = distiller.to(ctx.device, memory_format=torch.channels_last)
         params = (list(distiller.transform.parameters()) + student_net.trainable_parameters()
                   if stage.train_from_stage > 1 else list(distiller.parameters()))
