@@ -43,7 +43,8 @@ from structvpr_core.io_utils import atomic_write_bytes, atomic_write_text
 from structvpr_core.models.branches import ModelConfig, RGBBranch
 from structvpr_core.models.checkpoint import load_checkpoint
 from structvpr_core.paths import shared_dir
-from structvpr_core.runtime.inference import OnnxRunner, cpu_supports_bf16, export_onnx, onnx_session, onnxruntime_installed
+from structvpr_core.runtime.inference import (OnnxRunner, cpu_supports_bf16, export_onnx, onnx_session,
+                                              onnxruntime_installed, openvino_installed)
 from structvpr_core.runtime.network import NetworkEncoder
 from structvpr_core.runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD, to_input_tensor
 from structvpr_core.runtime.threads import set_compute_threads
@@ -54,6 +55,8 @@ PATHS = {  # name -> (runtime, precision) for NetworkEncoder; int8 is built here
     "torch-bf16": ("torch", "bf16"),
     "onnxruntime-fp32": ("onnxruntime", "fp32"),
     "onnxruntime-int8": None,
+    "openvino-fp32": ("openvino", "fp32"),
+    "openvino-bf16": ("openvino", "bf16"),
     "cuda-fp16": ("torch", "fp16"),
 }
 
@@ -112,8 +115,10 @@ def available(path: str) -> str | None:
     """None if the path can run here, else why not."""
     if path == "cuda-fp16":
         return None if torch.cuda.is_available() else "no CUDA device"
-    if path == "torch-bf16" and not cpu_supports_bf16():
+    if path in ("torch-bf16", "openvino-bf16") and not cpu_supports_bf16():
         return "CPU without AVX512-BF16/AMX"
+    if path.startswith("openvino") and not openvino_installed():
+        return "openvino/onnx not installed"
     if path.startswith("onnxruntime") and not onnxruntime_installed():
         return "onnxruntime/onnx not installed"
     return None

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from structvpr_core.cli import main
 from structvpr_core.data.datasets import gardenspoint, grief_seasons
@@ -72,6 +73,34 @@ def test_rerun_reads_the_cache(two_models, shared):
                           cache_dir=cache, log=messages.append)
     assert all(m.endswith("cached") for m in messages)
     assert again["results"] == report["results"]
+
+
+def test_each_inference_path_has_its_own_cache_entry(two_models, shared):
+    """bf16 descriptors are not fp32's: a bf16 run must encode afresh, never read the fp32 cache."""
+    report, cache, _ = two_models
+    messages = []
+    bf16 = run_benchmark(["random-mobilenetv2"], SMALL_SETS[:1], data_root=shared / "data", cache_dir=cache,
+                         runtime="openvino", precision="bf16", log=messages.append)
+    assert len(messages) == 1 and "encoded in" in messages[0]
+    assert bf16["encodings"][0]["inference"] == "openvino bf16"
+    assert report["encodings"][-1]["inference"] == "onnxruntime fp32"  # the scoreboard's default: fp32
+    assert len(list(cache.glob("*.npy"))) == 5
+
+
+def test_checkpoints_with_one_file_name_never_share_cached_descriptors(tmp_path, shared):
+    """runs/seed*/stage2-*/best.pt: same name, same size, different weights -> different results."""
+    from structvpr_core.models.branches import ModelConfig, RGBBranch
+    from structvpr_core.models.checkpoint import save_checkpoint
+
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        save_checkpoint(tmp_path / f"seed{seed}" / "best.pt", RGBBranch(ModelConfig("rgb", (160, 96))))
+    messages = []
+    report = run_benchmark([str(tmp_path / "seed0" / "best.pt"), str(tmp_path / "seed1" / "best.pt")],
+                           SMALL_SETS[:1], data_root=shared / "data", cache_dir=tmp_path / "cache",
+                           log=messages.append)
+    assert all("encoded in" in m for m in messages), messages
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 2
 
 
 def test_cli_writes_table_json_and_plot(tmp_path, capsys):

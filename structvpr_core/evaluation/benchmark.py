@@ -54,6 +54,7 @@ from structvpr_core.paths import REPO_ROOT, shared_dir
 from structvpr_core.evaluation.evaluate import retrieve
 from structvpr_core.retrieval.sequence import SequenceConfig, normalization_for
 from structvpr_core.runtime.encoder import BASELINES, Encoder, encode_paths, load_encoder
+from structvpr_core.runtime.options import add_inference_arguments
 
 KS = (1, 5, 10)
 GROUND_TRUTHS = ("soft", "hard")
@@ -98,6 +99,9 @@ def model_fingerprint(encoder: Encoder) -> str:
             h.update(key.encode())
             h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     h.update(str(getattr(encoder, "input_size", getattr(encoder, "size", ""))).encode())
+    path = getattr(encoder, "path", None)  # runtime x precision: bf16 descriptors are not fp32's
+    if path is not None:
+        h.update(path.describe().encode())
     return h.hexdigest()
 
 
@@ -147,7 +151,7 @@ def mean_over_sets(rows: list[dict]) -> dict:
 
 def run_benchmark(models: list[str], eval_sets=EVAL_SETS, sequence_lengths=(1,), data_root: Path | None = None,
                   cache_dir: Path | None = None, device: str = "cpu", batch_size: int = 16,
-                  log: Callable[[str], None] = print) -> dict:
+                  runtime: str = "auto", precision: str = "fp32", log: Callable[[str], None] = print) -> dict:
     """Evaluate every model on every set (and sequence length where the set is sequential).
 
     Sets declared at the same resolution are encoded together, so an image they share
@@ -160,7 +164,8 @@ def run_benchmark(models: list[str], eval_sets=EVAL_SETS, sequence_lengths=(1,),
         encoders, descriptors = {}, {}
         for resolution in dict.fromkeys(s.resolution for s in eval_sets):
             names = [s.name for s in eval_sets if s.resolution == resolution]
-            encoder = encoders[resolution] = load_encoder(spec, device=device, input_size=resolution)
+            encoder = encoders[resolution] = load_encoder(spec, device=device, input_size=resolution,
+                                                          runtime=runtime, precision=precision)
             paths = sorted({p for n in names for ps in loaded[n] for p in ps.database + ps.queries}, key=str)
             start = time.perf_counter()
             desc, was_cached = cached_descriptors(encoder, model_fingerprint(encoder), paths, cache_dir,
@@ -168,7 +173,9 @@ def run_benchmark(models: list[str], eval_sets=EVAL_SETS, sequence_lengths=(1,),
             seconds = time.perf_counter() - start
             log(f"[model {m}/{len(models)}] {encoder.name} on {' + '.join(names)}: {len(paths)} images, "
                 f"{'cached' if was_cached else f'encoded in {seconds:.1f} s'}")
+            path = getattr(encoder, "path", None)
             encodings.append({"model": spec, "resolution": list(resolution), "num_images": len(paths),
+                              "inference": path.describe() if path else "numpy",
                               "cached": was_cached, "seconds": round(seconds, 2)})
             descriptors[resolution] = dict(zip(paths, desc))
         for s in eval_sets:
@@ -264,6 +271,11 @@ same frame, GRIEF same place (soft = hard). Sets, protocols and the per-set netw
 """
 
 
+# fp32 by default: the scoreboard compares models, not paths (docs/benchmark_paths.md shows
+# the deployed bf16 path loses no R@1 on these sets)
+DEFAULT_PATH = {"runtime": "auto", "precision": "fp32"}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", nargs="+", metavar="SPEC",
                         help=f"checkpoint paths and/or baselines ({' | '.join(BASELINES)}); "
@@ -280,6 +292,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-cache", action="store_true", help="encode everything afresh, write no cache")
     parser.add_argument("--device", default="cpu", help="auto | cpu | cuda[:N] (default cpu)")
     parser.add_argument("--batch-size", type=int, default=16)
+    add_inference_arguments(parser, precision=DEFAULT_PATH["precision"])
 
 
 def parse_sequence_lengths(text: str) -> tuple[int, ...]:
@@ -303,14 +316,17 @@ def run(args: argparse.Namespace) -> int:
     eval_sets = [s for s in EVAL_SETS if args.sets is None or s.name in args.sets]
     start = time.perf_counter()
     report = run_benchmark(models, eval_sets, lengths, cache_dir=None if args.no_cache else args.cache_dir,
-                           device=args.device, batch_size=args.batch_size)
+                           device=args.device, batch_size=args.batch_size, runtime=args.runtime,
+                           precision=args.precision)
     report["wall_s"] = round(time.perf_counter() - start, 1)
     table = markdown_table(report)
     print(table)
     json_path, png_path = args.out.with_suffix(".json"), args.out.with_suffix(".png")
     plot_bars(report, png_path)
     command = " ".join(["structvpr benchmark"] + (["--models", *args.models] if args.models else [])
-                       + (["--sets", *(f"'{n}'" for n in args.sets)] if args.sets else []))
+                       + (["--sets", *(f"'{n}'" for n in args.sets)] if args.sets else [])
+                       + [f"--{k} {getattr(args, k)}" for k in ("runtime", "precision")
+                          if getattr(args, k) != DEFAULT_PATH[k]])
     encoded = sum(e["num_images"] for e in report["encodings"] if not e["cached"])
     total = sum(e["num_images"] for e in report["encodings"])
     atomic_write_text(args.out, f"# Benchmark\n\nMade by `{command}` in {report['wall_s']} s; {encoded} of "

@@ -1,20 +1,18 @@
-"""How a descriptor network runs: runtime (torch | ONNX Runtime) x precision.
+"""How a descriptor network runs: runtime (torch | ONNX Runtime | OpenVINO) x precision.
 
 Works for any RGB module whose ``forward(x)`` maps (B, 3, H, W) to (B, dim).
 ``choose_path`` picks one for the device it runs on; ``make_runner`` builds it.
 
-Measured on this project's 2-core AVX512-BF16 CPU (MobileNetV2, 640x480, batch 1,
-1 thread; benchmarks/encoder_latency.py, numbers in benchmarks/README.md): at load ~1
-torch fp32 94-114 ms, torch bf16 autocast + channels_last 39 ms, ONNX Runtime fp32
-28.6 ms, ONNX Runtime int8 (static QDQ, VNNI) 46 ms; at load 18-20, same run, speed-ups
-over torch fp32 of 2.4-2.8x (bf16), 3.3-3.6x (ORT fp32), 2.3-6.6x (int8). Accuracy
-(encoder_paths_recall_cpu.json, shipped student): ORT fp32 gives fp32's R@1 exactly;
-bf16 keeps cosine >= 0.999 yet loses R@1 (Gardens Point 20.8 -> 16.2, nordland64 3.7 ->
-3.1) and int8 more, beyond the 1-point budget. So ``auto`` on a CPU is ONNX Runtime fp32
-when it is installed, else torch fp32; bf16 (CPUs with AVX512-BF16 or AMX only) must be
-asked for. On CUDA ``auto`` is torch fp16 autocast (not measured here: no GPU was lent).
+Measured on this project's 2-core AVX512-BF16 CPU, the default model at 640x480, batch 1,
+1 thread, same run (benchmarks/encoder_latency.py; docs/benchmark_paths.md): torch fp32
+124.6 ms, torch bf16 autocast 37.5, ONNX Runtime fp32 32.9, OpenVINO fp32 33.8, OpenVINO
+bf16 18.2 (6.9x), ONNX Runtime int8 17.0. Accuracy on every benchmark set (structvpr
+benchmark --runtime/--precision): the fp32 runtimes give torch fp32's R@1 exactly, OpenVINO
+bf16 loses none (cosine >= 0.999), torch's autocast bf16 loses a Gardens Point query (4
+points) and int8 more. So ``auto`` on a CPU is OpenVINO bf16 where the CPU has AVX512-BF16 or
+AMX, else ONNX Runtime fp32, else torch fp32. On CUDA ``auto`` is torch fp16 autocast (not
+measured here: no GPU was lent).
 """
-
 from __future__ import annotations
 
 import importlib.util
@@ -36,7 +34,7 @@ _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 @dataclass(frozen=True)
 class InferencePath:
-    runtime: str  # torch | onnxruntime
+    runtime: str  # torch | onnxruntime | openvino
     precision: str  # fp32 | bf16 | fp16
 
     def describe(self) -> str:
@@ -57,6 +55,11 @@ def onnxruntime_installed() -> bool:
     return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx"))
 
 
+def openvino_installed() -> bool:
+    # OpenVINO reads the same exported ONNX graph, so it needs onnx too
+    return all(importlib.util.find_spec(name) is not None for name in ("openvino", "onnx"))
+
+
 def choose_path(device: torch.device, runtime: str = "auto", precision: str = "auto") -> InferencePath:
     """The inference path for ``device``; ``ConfigError`` for a combination it cannot run."""
     if runtime not in RUNTIMES:
@@ -64,22 +67,33 @@ def choose_path(device: torch.device, runtime: str = "auto", precision: str = "a
     if precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {list(PRECISIONS)}, got '{precision}'")
     if device.type == "cuda":
-        if runtime == "onnxruntime":
-            raise ConfigError("runtime 'onnxruntime' runs on the CPU only; use runtime torch (or auto) on CUDA")
+        if runtime in ("onnxruntime", "openvino"):
+            raise ConfigError(f"runtime '{runtime}' runs on the CPU only here; use runtime torch (or auto) on CUDA")
         return InferencePath("torch", "fp16" if precision == "auto" else precision)
     if precision == "fp16":
         raise ConfigError("precision 'fp16' needs CUDA; on a CPU use fp32 or bf16 (or auto)")
     if precision == "bf16" and not cpu_supports_bf16():
         raise ConfigError("precision 'bf16' needs a CPU with AVX512-BF16 or AMX (this one has neither): "
                           "use fp32 or auto")
+    if runtime == "openvino":
+        if not openvino_installed():
+            raise ConfigError("runtime 'openvino' needs the openvino and onnx packages (requirements.txt)")
+        if precision == "auto":
+            precision = "bf16" if cpu_supports_bf16() else "fp32"
+        return InferencePath("openvino", precision)
     if runtime == "onnxruntime":
         if precision == "bf16":
-            raise ConfigError("runtime 'onnxruntime' runs fp32 here; bf16 is runtime torch")
+            raise ConfigError("runtime 'onnxruntime' runs fp32 here; bf16 is runtime openvino or torch")
         if not onnxruntime_installed():
             raise ConfigError("runtime 'onnxruntime' needs the onnxruntime and onnx packages (requirements.txt)")
         return InferencePath("onnxruntime", "fp32")
-    if runtime == "auto" and precision in ("auto", "fp32") and onnxruntime_installed():
-        return InferencePath("onnxruntime", "fp32")
+    if runtime == "auto":
+        # measured order (module docstring): OpenVINO bf16 where the CPU has bf16 (it kept every
+        # benchmark set's R@1), else ONNX Runtime fp32, else torch
+        if precision in ("auto", "bf16") and cpu_supports_bf16() and openvino_installed():
+            return InferencePath("openvino", "bf16")
+        if precision in ("auto", "fp32") and onnxruntime_installed():
+            return InferencePath("onnxruntime", "fp32")
     return InferencePath("torch", "fp32" if precision == "auto" else precision)
 
 
@@ -135,8 +149,31 @@ class OnnxRunner:
         return self.session.run(None, {"image": x.contiguous().numpy()})[0]
 
 
+class OpenVinoRunner:
+    """An ONNX graph (``export_onnx``) compiled by OpenVINO for the CPU, fp32 or bf16.
+
+    bf16 here is OpenVINO's inference precision hint: convolutions in bf16 with fp32
+    accumulation, and the layers it judges sensitive kept in fp32 (the descriptor stays closer
+    to fp32 than torch's autocast does: benchmarks/README.md)."""
+
+    def __init__(self, graph: bytes, precision: str):
+        import openvino
+
+        core = openvino.Core()
+        threads = compute_threads() or torch.get_num_threads()
+        self.compiled = core.compile_model(core.read_model(graph), "CPU", {
+            "INFERENCE_PRECISION_HINT": {"bf16": "bf16", "fp32": "f32"}[precision],
+            "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"})
+        self.request = self.compiled.create_infer_request()
+
+    def __call__(self, x: torch.Tensor) -> np.ndarray:
+        return self.request.infer({0: x.contiguous().numpy()})[0].copy()
+
+
 def make_runner(model: torch.nn.Module, path: InferencePath, device: torch.device, input_size: tuple[int, int]):
     """A callable: normalised input tensor (B, 3, H, W) -> float32 (B, dim) numpy descriptors."""
     if path.runtime == "onnxruntime":
         return OnnxRunner(export_onnx(model, input_size))
+    if path.runtime == "openvino":
+        return OpenVinoRunner(export_onnx(model, input_size), path.precision)
     return TorchRunner(model, device, path.precision)

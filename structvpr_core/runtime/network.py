@@ -35,6 +35,9 @@ class NetworkEncoder:
             raise ValueError(f"{name}: give input_size, the module does not name its own")
         self.input_size = tuple(input_size or model.config.input_size)
         self.name = name
+        # kept so a descriptor cache can key on the weights (evaluation/benchmark.py): two
+        # checkpoints with one file name (runs/*/best.pt) must never share cached descriptors
+        self.model = model
         # the trunk's input normalisation (Lite0: (x - 127) / 128); ImageNet's for other modules
         self.input_mean = getattr(model, "input_mean", IMAGENET_MEAN)
         self.input_std = getattr(model, "input_std", IMAGENET_STD)
