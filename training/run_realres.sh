@@ -2,7 +2,7 @@
 # The real-resolution StructVPR experiment (issue 7), every step a `structvpr` command:
 #   bash training/run_realres.sh [SEED ...]        (default: seeds 0 1 2)
 # 1. teacher label cache (Cityscapes ESPNet, once), 2. per seed: stage I RGB and seg,
-# partition, stage II arms None / KD-All / GP-D phi. Every step resumes (a finished one is a no-op),
+# partition, stage II arms None / KD-All / GP-D phi, each then whitened. Every step resumes (a finished one is a no-op),
 # so the script can be re-run after an interruption. Selection is on val only; test numbers
 # come from `structvpr benchmark` over the arms' best.pt files.
 set -euo pipefail
@@ -25,5 +25,8 @@ for seed in "${seeds[@]}"; do
     done
     for arm in none kd_all gpd_phi; do
         .venv/bin/structvpr train stage2 --config "training/realres_$arm.yaml" --seed "$seed" --resume
+        # learned PCA whitening of the arm (train descriptors, shrink chosen on val)
+        [ -f "runs/realres/seed$seed/stage2-$arm-whitened/best.pt" ] ||
+            .venv/bin/structvpr train whiten --config "training/realres_$arm.yaml" --seed "$seed"
     done
 done

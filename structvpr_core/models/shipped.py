@@ -11,7 +11,7 @@ from pathlib import Path
 from structvpr_core.paths import REPO_ROOT
 
 PACKAGE = "structvpr_ros"
-DEFAULT_MODEL = "lite0_realres_none_seed2_fp16.pt"  # chosen on val: docs/realres.md
+DEFAULT_MODEL = "lite0_realres_none_seed2_fp16.pt"  # chosen on val: docs/realres.md (why not the whitened one: its card)
 
 
 def checkpoint_dirs() -> list[Path]:
