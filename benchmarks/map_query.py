@@ -1,9 +1,8 @@
 """Map query latency at robot-map scale: flat vs IVF-PQ, real descriptors + synthetic padding.
 
-Real descriptors: the shipped student (448-d) on nordland64 at 64x32 - every summer frame
-(3427) is the real part of the map; the 677 winter test frames are the queries (ground
-truth: the same place in summer, +-1 frame; the student is weak across seasons, so place
-R@1 is low and agreement with exact search is the sensitive number).
+Real descriptors: the default model (472-d) on nordland64 at its 320x160 input - every summer
+frame (3427) is the real part of the map; the 677 winter test frames are the queries (ground
+truth: the same place in summer, +-1 file as in the benchmark's soft ground truth).
 Padding up to each map size: synthetic descriptors on the real ones' manifold (a random
 mix of two real map descriptors plus noise, L2-normalised), so every query competes with
 a realistic crowd. Per map size:
@@ -14,6 +13,8 @@ a realistic crowd. Per map size:
 - recall: place R@1 (the top hit is the right summer place) and agreement with exact
   search (IVF-PQ's top hit = flat's top hit); exact search at 1M is brute force in numpy
   chunks, so no 1.8 GB flat index is needed.
+Also the machine's single-thread memory read bandwidth, and the time a flat scan cannot beat
+at that bandwidth (map bytes / bandwidth): an exact fp32 scan is memory-bound.
 
     .venv/bin/python benchmarks/map_query.py --out benchmarks/results/map_query_cpu.json
 """
@@ -32,12 +33,12 @@ import numpy as np
 
 from structvpr_core.data.datasets import aligned_folders
 from structvpr_core.io_utils import atomic_write_text
+from structvpr_core.models.shipped import DEFAULT_MODEL, find_checkpoint
 from structvpr_core.paths import shared_dir
 from structvpr_core.retrieval.index import DescriptorIndex, IndexConfig
 from structvpr_core.runtime.encoder import encode_paths, load_encoder
 from structvpr_core.runtime.threads import set_compute_threads
 
-STUDENT = "training/checkpoints/nordland64_gpd_phi_seed0_fp16.pt"
 TEST_STRETCH = (29000, 35760)
 CHUNK = 50_000
 
@@ -67,6 +68,19 @@ def map_chunks(real: np.ndarray, size: int, seed: int):
     yield 0, real
     for start in range(len(real), size, CHUNK):
         yield start, padding(real, start, min(CHUNK, size - start), seed)
+
+
+def read_bandwidth_gb_s(megabytes: int = 400, repeats: int = 5) -> float:
+    """Single-thread memory read bandwidth: best of ``repeats`` sums over a buffer far above cache size."""
+    buf = np.ones(megabytes * 1_000_000 // 4, np.float32)
+    best = min(_seconds(buf.sum) for _ in range(repeats))
+    return buf.nbytes / best / 1e9
+
+
+def _seconds(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
 
 def time_queries(index: DescriptorIndex, queries: np.ndarray) -> dict:
@@ -144,12 +158,13 @@ def plot(result: dict, out: Path) -> None:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default=STUDENT)
+    ap.add_argument("--model", default=str(find_checkpoint(DEFAULT_MODEL)), help="default: the default model")
     ap.add_argument("--sizes", nargs="+", type=int, default=[100_000, 1_000_000])
     ap.add_argument("--max-flat", type=int, default=100_000, help="largest map also timed with a flat index")
     ap.add_argument("--nlist", type=int, default=1024)
-    ap.add_argument("--m", type=int, default=56, help="PQ sub-quantizers (divides 448: 8 dims each)")
-    ap.add_argument("--nprobe", nargs="+", type=int, default=[4, 8, 16, 32, 64])
+    ap.add_argument("--m", type=int, default=0, help="PQ sub-quantizers (must divide the dimension); default "
+                                                     "0 = dim / 4 (4 dims each: dim / 8 lost 6 R@1 points at 100k)")
+    ap.add_argument("--nprobe", nargs="+", type=int, default=[4, 8, 16, 32])
     ap.add_argument("--train-vectors", type=int, default=20_000, help="padding descriptors added to the training set")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
@@ -158,15 +173,21 @@ def main():
     set_compute_threads(args.threads)
     load_start = os.getloadavg()[0]
     real, queries, positives = real_descriptors(args.model)
+    dim = real.shape[1]
+    args.m = args.m or dim // 4
+    if dim % args.m:
+        raise SystemExit(f"--m {args.m} does not divide the descriptor dimension {dim}")
+    bandwidth = read_bandwidth_gb_s()
     real_only = place_recall((queries @ real.T).argmax(axis=1), positives)
     result = {"benchmark": "map_query", "model": args.model, "dim": int(real.shape[1]), "queries": len(queries),
               "real_map_only_recall@1": real_only, "threads": args.threads, "nlist": args.nlist, "m": args.m, "nbits": 8,
-              "loadavg_1m_start": load_start, "sizes": []}
+              "loadavg_1m_start": load_start, "read_bandwidth_gb_s": bandwidth, "sizes": []}
     out = Path(args.out)
     sizes = result["sizes"]
     for size in args.sizes:  # written after each size: the 1M one takes long on a busy machine
         print(f"map size {size:,} ...", flush=True)
         sizes.append(run_size(size, real, queries, positives, args))
+        sizes[-1]["flat_bandwidth_bound_ms"] = size * dim * 4 / (bandwidth * 1e9) * 1e3
         result["loadavg_end"] = os.getloadavg()[0]
         atomic_write_text(out, json.dumps(result, indent=2))
         plot(result, out.with_suffix(".png"))
@@ -182,6 +203,9 @@ def main():
             print(f"{r['map_size']:>10,} {'ivfpq np=' + str(x['nprobe']):14s}{x['median_ms']:10.3f}{x['p95_ms']:8.3f}"
                   f"{x['recall@1']:7.1f}{x['agreement_with_exact_top1']:9.1f}")
     print(f"R@1 of the {len(real)} real map descriptors alone: {real_only:.1f}")
+    for r in sizes:
+        print(f"flat fp32 at {r['map_size']:,} reads {r['map_size'] * dim * 4 / 1e6:.0f} MB per query: >= "
+              f"{r['flat_bandwidth_bound_ms']:.1f} ms at the measured {bandwidth:.1f} GB/s (1 thread)")
     print(f"load {load_start:.1f} -> {result['loadavg_end']:.1f}; wrote {out} and {out.with_suffix('.png')}")
 
 

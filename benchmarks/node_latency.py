@@ -68,7 +68,7 @@ from structvpr_core.runtime.encoder import load_encoder
 from structvpr_core.data.images import read_rgb
 from structvpr_core.io_utils import atomic_write, atomic_write_text
 from structvpr_core.retrieval.map_database import MapDatabase, ModelIdentity
-from structvpr_core.runtime.options import add_inference_arguments
+from structvpr_core.runtime.options import PRECISIONS, add_inference_arguments
 from structvpr_core.runtime.threads import apply_in_this_thread, set_compute_threads
 from structvpr_core.paths import shared_dir
 from structvpr_ros import bag_io
@@ -144,6 +144,8 @@ def main() -> int:
     ap.add_argument("--in-process", action="store_true",
                     help="run the node in this process (as `structvpr replay` does by default) instead of its own")
     ap.add_argument("--answer-timeout", type=float, default=10.0, help="seconds to wait for a frame's answer")
+    ap.add_argument("--precision", choices=PRECISIONS, default="auto",
+                    help="the node's network precision (bf16: OpenVINO bf16 on CPUs with AVX512-BF16/AMX)")
     ap.add_argument("--out", default="benchmarks/results/node_latency_cpu.json")
     ap.add_argument("--plot", help="PNG (default: --out with .png)")
     args = ap.parse_args()
@@ -248,10 +250,10 @@ def bag_messages(bag: Path) -> list[Image]:
 # ------------------------------------------------------------------ measurements
 
 
-def encoder_only(model: str, model_size, images: list[np.ndarray], iters: int) -> dict:
+def encoder_only(model: str, model_size, images: list[np.ndarray], iters: int, precision: str = "auto") -> dict:
     """Batch-1 encode times with the node's encoder and thread setting, in a worker thread as in
     the node (main-thread timings on this machine's 2 busy cores had 2-5x the worker's median)."""
-    encoder = load_encoder(model, "cpu", model_size)  # what the node's startup does
+    encoder = load_encoder(model, "cpu", model_size, precision=precision)  # what the node's startup does
     times = _timed_in_thread(encoder, images, iters)
     path = getattr(encoder, "path", None)
     return {"iters": iters, "compute_threads": NODE_THREADS, "inference": path.describe() if path else None,
@@ -414,10 +416,11 @@ def run_case(case: Case, args, model_size, map_info: dict, queries: list[sequenc
     distinct = max(case.frames_per_rate, case.latency_frames)
     bag, images = write_query_bag(queries[:distinct], case.camera_size, tmp, case.name)
     print(f"[{case.name}] encoder only", flush=True)
-    encoder = encoder_only(args.model, model_size, images, case.encoder_iters)
+    encoder = encoder_only(args.model, model_size, images, case.encoder_iters, args.precision)
 
     index = index_bag(bag, IMAGE_TOPIC, None, odom_max_offset_s=0.0)  # the query bag has no odometry
-    db_args = replay_defaults(resize=None, map=map_info["dir"], model=args.model, device="cpu")
+    db_args = replay_defaults(resize=None, map=map_info["dir"], model=args.model, device="cpu",
+                              precision=args.precision)
     overrides = node_overrides(db_args, index, MapDatabase.load(map_info["dir"]))
     overrides.update(use_sim_time=False, diagnostics_period_s=DIAGNOSTICS_PERIOD_S, verification=case.verification,
                      cpu_threads=NODE_THREADS)

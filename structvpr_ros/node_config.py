@@ -47,8 +47,8 @@ class NodeConfig:
     input_height: int = _p(0, "image height fed to the network, 0 = the model's own input size")
     device: Literal["auto", "cpu", "cuda"] = _p("auto", "torch device: auto (cuda when available) | cpu | cuda")
     runtime: Literal[RUNTIMES] = _p(
-        "auto", "network runtime: auto (CPU: OpenVINO bf16 where the CPU has bf16, else ONNX Runtime fp32, else "
-                "torch; CUDA: torch) | torch | onnxruntime | openvino")
+        "auto", "network runtime: auto (CPU: ONNX Runtime fp32, OpenVINO for precision bf16; CUDA: torch) | "
+                "torch | onnxruntime | openvino")
     precision: Literal[PRECISIONS] = _p(
         "auto", "network precision: auto | fp32 | bf16 (CPU with AVX512-BF16/AMX, or CUDA) | fp16 (CUDA)")
     cpu_threads: int = _p(1, "threads for the encoder, map queries and OpenCV; 0 = the libraries' defaults")

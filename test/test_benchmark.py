@@ -83,7 +83,7 @@ def test_each_inference_path_has_its_own_cache_entry(two_models, shared):
                          runtime="openvino", precision="bf16", log=messages.append)
     assert len(messages) == 1 and "encoded in" in messages[0]
     assert bf16["encodings"][0]["inference"] == "openvino bf16"
-    assert report["encodings"][-1]["inference"] == "onnxruntime fp32"  # the scoreboard's default: fp32
+    assert report["encodings"][-1]["inference"] == "onnxruntime fp32"  # the scoreboard's default
     assert len(list(cache.glob("*.npy"))) == 5
 
 

@@ -96,16 +96,16 @@ def test_auto_choice_follows_the_cpu_and_installed_runtimes(tmp_path, monkeypatc
     assert cpu_supports_bf16(with_bf16) and not cpu_supports_bf16(without)
     assert choose_path(torch.device("cuda")) == InferencePath("torch", "fp16")
     assert onnxruntime_installed() and openvino_installed()  # requirements.txt
-    # bf16 CPU: OpenVINO bf16 (kept every benchmark set's R@1); torch's autocast bf16 is never
-    # chosen unasked (it lost R@1); without bf16: ONNX Runtime fp32
+    # auto = exact (ONNX Runtime fp32) on any CPU: bf16 moved a benchmark set by up to 1.9 R@1
+    # points, so it must be asked for, and then it is OpenVINO's (closest to fp32, fastest)
+    for has_bf16 in (True, False):
+        monkeypatch.setattr(inference, "cpu_supports_bf16", lambda: has_bf16)
+        assert choose_path(CPU) == InferencePath("onnxruntime", "fp32")
+        assert choose_path(CPU, "openvino") == InferencePath("openvino", "fp32")
     monkeypatch.setattr(inference, "cpu_supports_bf16", lambda: True)
-    assert choose_path(CPU) == InferencePath("openvino", "bf16")
     assert choose_path(CPU, "auto", "bf16") == InferencePath("openvino", "bf16")
-    assert choose_path(CPU, "auto", "fp32") == InferencePath("onnxruntime", "fp32")
-    assert choose_path(CPU, "openvino") == InferencePath("openvino", "bf16")
+    assert choose_path(CPU, "openvino", "bf16") == InferencePath("openvino", "bf16")
     monkeypatch.setattr(inference, "cpu_supports_bf16", lambda: False)
-    assert choose_path(CPU) == InferencePath("onnxruntime", "fp32")
-    assert choose_path(CPU, "openvino") == InferencePath("openvino", "fp32")
     with pytest.raises(ConfigError, match="AVX512-BF16 or AMX"):
         choose_path(CPU, "openvino", "bf16")
     assert choose_path(CPU, "torch", "fp32") == InferencePath("torch", "fp32")

@@ -156,6 +156,12 @@ def test_input_validation():
     assert ids[0, 0] == 0 and scores[0, 0] == pytest.approx(1.0, abs=1e-5)
 
 
+@pytest.mark.parametrize("dim, m", [(472, 118), (448, 112), (30, 6), (3, 1)])
+def test_ivfpq_default_m_is_about_a_quarter_of_the_dimension(dim, m):
+    # 472-d (the Lite0 student): the old fixed m = 16 does not divide it; dim / 4 kept R@1 at 1M
+    assert DescriptorIndex(dim, IndexConfig("ivfpq")).config.m == m
+
+
 def test_ivfpq_training_errors():
     with pytest.raises(ConfigError, match="must divide"):
         DescriptorIndex(30, IndexConfig("ivfpq", m=16))

@@ -271,8 +271,7 @@ same frame, GRIEF same place (soft = hard). Sets, protocols and the per-set netw
 """
 
 
-# fp32 by default: the scoreboard compares models, not paths (docs/benchmark_paths.md shows
-# the deployed bf16 path loses no R@1 on these sets)
+# fp32 by default: the scoreboard compares models, not inference paths (those: docs/benchmark_paths.md)
 DEFAULT_PATH = {"runtime": "auto", "precision": "fp32"}
 
 

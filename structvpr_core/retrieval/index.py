@@ -19,7 +19,7 @@ truncated or corrupted file instead of returning a silently wrong index
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -37,19 +37,22 @@ NORM_TOLERANCE = 1e-3
 @dataclass
 class IndexConfig:
     kind: Literal["flat", "ivfpq"] = "flat"
-    # ivfpq only: number of coarse cells, PQ sub-quantizers (must divide dim),
+    # ivfpq only: number of coarse cells, PQ sub-quantizers (must divide dim; 0 = about dim / 4,
+    # 4 dims per code: dim / 8 lost 6 R@1 points on real 472-d descriptors, benchmarks/README.md),
     # bits per sub-quantizer code, and cells visited per query
     nlist: int = 64
-    m: int = 16
+    m: int = 0
     nbits: int = 8
     nprobe: int = 8
 
     def __post_init__(self):
         if self.kind not in ("flat", "ivfpq"):
             raise ConfigError(f"index kind must be 'flat' or 'ivfpq', got '{self.kind}'")
-        for name in ("nlist", "m", "nbits", "nprobe"):
+        for name in ("nlist", "nbits", "nprobe"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"index {name} must be >= 1, got {getattr(self, name)}")
+        if self.m < 0:
+            raise ConfigError(f"index m must be >= 1 (or 0 = dim / 4), got {self.m}")
         if self.nbits > 16:
             raise ConfigError(f"index nbits must be <= 16, got {self.nbits}")
         if self.nprobe > self.nlist:
@@ -67,6 +70,9 @@ class DescriptorIndex:
         self.config = config or IndexConfig()
         if dim < 1:
             raise ValueError(f"descriptor dim must be >= 1, got {dim}")
+        if self.config.kind == "ivfpq" and self.config.m == 0:
+            # the largest divisor of dim up to dim / 4 (dim / 4 itself when 4 divides dim)
+            self.config = replace(self.config, m=max(d for d in range(1, max(dim // 4, 1) + 1) if dim % d == 0))
         if self.config.kind == "ivfpq" and dim % self.config.m:
             raise ConfigError(f"ivfpq: m={self.config.m} sub-quantizers must divide the descriptor dim {dim}")
         # no faiss thread setting here: structvpr_core.runtime.threads owns it (per calling thread)

@@ -6,13 +6,15 @@ Works for any RGB module whose ``forward(x)`` maps (B, 3, H, W) to (B, dim).
 Measured on this project's 2-core AVX512-BF16 CPU, the default model at 640x480, batch 1,
 1 thread, same run (benchmarks/encoder_latency.py; docs/benchmark_paths.md): torch fp32
 124.6 ms, torch bf16 autocast 37.5, ONNX Runtime fp32 32.9, OpenVINO fp32 33.8, OpenVINO
-bf16 18.2 (6.9x), ONNX Runtime int8 17.0. Accuracy on every benchmark set (structvpr
-benchmark --runtime/--precision): the fp32 runtimes give torch fp32's R@1 exactly, OpenVINO
-bf16 loses none (cosine >= 0.999), torch's autocast bf16 loses a Gardens Point query (4
-points) and int8 more. So ``auto`` on a CPU is OpenVINO bf16 where the CPU has AVX512-BF16 or
-AMX, else ONNX Runtime fp32, else torch fp32. On CUDA ``auto`` is torch fp16 autocast (not
-measured here: no GPU was lent).
+bf16 18.2 (6.9x), ONNX Runtime int8 17.0. Accuracy (structvpr benchmark --runtime/--precision):
+the fp32 runtimes give torch fp32's R@1 exactly; OpenVINO bf16 keeps the mean R@1 over the sets
+within 1 point at every sequence length (cosine >= 0.999) but moves single sets by up to 1.9
+points (nordland64 at L = 10; 1.0 on the mean for the whitened student); torch's autocast bf16
+and int8 lose more. So ``auto`` on a CPU is ONNX Runtime fp32 (exact), else torch fp32;
+``precision: bf16`` (CPUs with AVX512-BF16 or AMX) is OpenVINO bf16, the 1.9x faster path for
+full-resolution input. On CUDA ``auto`` is torch fp16 autocast (not measured: no GPU was lent).
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -78,9 +80,7 @@ def choose_path(device: torch.device, runtime: str = "auto", precision: str = "a
     if runtime == "openvino":
         if not openvino_installed():
             raise ConfigError("runtime 'openvino' needs the openvino and onnx packages (requirements.txt)")
-        if precision == "auto":
-            precision = "bf16" if cpu_supports_bf16() else "fp32"
-        return InferencePath("openvino", precision)
+        return InferencePath("openvino", "fp32" if precision == "auto" else precision)
     if runtime == "onnxruntime":
         if precision == "bf16":
             raise ConfigError("runtime 'onnxruntime' runs fp32 here; bf16 is runtime openvino or torch")
@@ -88,9 +88,9 @@ def choose_path(device: torch.device, runtime: str = "auto", precision: str = "a
             raise ConfigError("runtime 'onnxruntime' needs the onnxruntime and onnx packages (requirements.txt)")
         return InferencePath("onnxruntime", "fp32")
     if runtime == "auto":
-        # measured order (module docstring): OpenVINO bf16 where the CPU has bf16 (it kept every
-        # benchmark set's R@1), else ONNX Runtime fp32, else torch
-        if precision in ("auto", "bf16") and cpu_supports_bf16() and openvino_installed():
+        # measured (module docstring): ONNX Runtime fp32 is exact; bf16, when asked for, is fastest
+        # in OpenVINO and closest to fp32 there
+        if precision == "bf16" and openvino_installed():
             return InferencePath("openvino", "bf16")
         if precision in ("auto", "fp32") and onnxruntime_installed():
             return InferencePath("onnxruntime", "fp32")

@@ -11,7 +11,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 def add_inference_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
                             precision: str = "auto") -> None:
     parser.add_argument("--runtime", choices=RUNTIMES, default="auto",
-                        help="network runtime (default auto: on a CPU OpenVINO bf16 where the CPU has bf16, "
-                             "else ONNX Runtime fp32, else torch)")
+                        help="network runtime (default auto: ONNX Runtime fp32 on a CPU, OpenVINO for "
+                             "--precision bf16; torch on CUDA)")
     parser.add_argument("--precision", choices=PRECISIONS, default=precision,
                         help=f"fp32 | bf16 (CPUs with AVX512-BF16/AMX) | fp16 (CUDA); default {precision}")
