@@ -63,18 +63,23 @@ class IndexConfig:
         # k-means needs at least one point per centroid, for the coarse cells and the PQ codebooks
         return max(self.nlist, 2**self.nbits)
 
+    def for_dim(self, dim: int) -> "IndexConfig":
+        """This config for ``dim``-d descriptors: ``m`` = 0 resolved, ``m`` checked to divide ``dim``."""
+        if self.kind != "ivfpq":
+            return self
+        # m = 0: the largest divisor of dim up to dim / 4 (dim / 4 itself when 4 divides dim)
+        m = self.m or max(d for d in range(1, max(dim // 4, 1) + 1) if dim % d == 0)
+        if dim % m:
+            raise ConfigError(f"ivfpq: m={m} sub-quantizers must divide the descriptor dim {dim}")
+        return replace(self, m=m)
+
 
 class DescriptorIndex:
     def __init__(self, dim: int, config: IndexConfig | None = None, normalize: bool = False):
         """``normalize=True`` L2-normalises inputs instead of rejecting unnormalised ones."""
-        self.config = config or IndexConfig()
         if dim < 1:
             raise ValueError(f"descriptor dim must be >= 1, got {dim}")
-        if self.config.kind == "ivfpq" and self.config.m == 0:
-            # the largest divisor of dim up to dim / 4 (dim / 4 itself when 4 divides dim)
-            self.config = replace(self.config, m=max(d for d in range(1, max(dim // 4, 1) + 1) if dim % d == 0))
-        if self.config.kind == "ivfpq" and dim % self.config.m:
-            raise ConfigError(f"ivfpq: m={self.config.m} sub-quantizers must divide the descriptor dim {dim}")
+        self.config = (config or IndexConfig()).for_dim(dim)
         # no faiss thread setting here: structvpr_core.runtime.threads owns it (per calling thread)
         self.normalize = normalize
         self._index = faiss.IndexIDMap2(self._make_inner(dim))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from structvpr_core.data.datasets import PlaceSet
 from structvpr_core.evaluation.metrics import recall_at_n
 from structvpr_core.train.data import InputBank, SplitBanks, to_device
 
@@ -34,12 +35,16 @@ def ranked_lists(q_desc: np.ndarray, db_desc: np.ndarray, k: int) -> np.ndarray:
 
 def split_recalls(model: torch.nn.Module, banks: SplitBanks, device: torch.device, batch_size: int = 256) -> dict:
     """R@N with soft ground truth (``R@N``) and hard, exact-frame ground truth (``hard_R@N``), in %."""
-    q = encode_bank(model, banks.queries, device, batch_size)
-    db = encode_bank(model, banks.database, device, batch_size)
+    return descriptor_recalls(encode_bank(model, banks.queries, device, batch_size),
+                              encode_bank(model, banks.database, device, batch_size), banks.place_set)
+
+
+def descriptor_recalls(q: np.ndarray, db: np.ndarray, place_set: PlaceSet) -> dict:
+    """``split_recalls`` for descriptors already computed (rows in the place set's order)."""
     ranked = ranked_lists(q, db, max(RECALL_NS))
     ns = [n for n in RECALL_NS if n <= ranked.shape[1]]
-    soft = recall_at_n(ranked, banks.place_set.positives, ns)
-    hard = recall_at_n(ranked, banks.place_set.hard_positives, ns)
+    soft = recall_at_n(ranked, place_set.positives, ns)
+    hard = recall_at_n(ranked, place_set.hard_positives, ns)
     out = {f"R@{n}": 100 * r for n, r in soft.recalls.items()}
     out.update({f"hard_R@{n}": 100 * r for n, r in hard.recalls.items()})
     out["num_queries"] = soft.num_evaluated

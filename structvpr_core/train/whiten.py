@@ -21,11 +21,11 @@ import torch
 from structvpr_core.io_utils import atomic_write_text
 from structvpr_core.models.branches import RGBBranch
 from structvpr_core.models.checkpoint import load_checkpoint, save_checkpoint
-from structvpr_core.models.whitening import fit_whitening
+from structvpr_core.models.whitening import Whitening, fit_whitening
 from structvpr_core.runtime.network import pick_device
 from structvpr_core.train.config import ExperimentConfig
 from structvpr_core.train.data import load_split, make_banks
-from structvpr_core.train.evaluation import encode_bank, split_recalls
+from structvpr_core.train.evaluation import descriptor_recalls, encode_bank
 from structvpr_core.train.loop import BEST_FILE
 from structvpr_core.train.stage1 import step_dir
 from structvpr_core.train.stage2 import stage2_dir
@@ -39,12 +39,16 @@ def source_dir(cfg: ExperimentConfig) -> Path:
     return step_dir(cfg, "rgb")
 
 
-def whitened(model: RGBBranch, descriptors: np.ndarray, dim: int, shrink: float) -> RGBBranch:
-    """A copy of ``model`` whose descriptor is whitened to ``dim`` (fitted on ``descriptors``)."""
-    out = RGBBranch(replace(model.config, whitening_dim=dim))
-    out.load_state_dict(model.state_dict(), strict=False)  # everything but the whitening
-    out.whitening.load_state_dict(fit_whitening(descriptors, dim, shrink).state_dict())
+def whitened(model: RGBBranch, whitening: Whitening) -> RGBBranch:
+    """A copy of ``model`` whose descriptor goes through ``whitening`` (loaded strictly)."""
+    out = RGBBranch(replace(model.config, whitening_dim=whitening.projection.shape[1]))
+    out.load_state_dict({**model.state_dict(), **{f"whitening.{k}": v for k, v in whitening.state_dict().items()}})
     return out.eval()
+
+
+@torch.no_grad()
+def apply(whitening: Whitening, descriptors: np.ndarray) -> np.ndarray:
+    return whitening(torch.from_numpy(descriptors)).numpy()
 
 
 def run_whiten(cfg: ExperimentConfig) -> dict:
@@ -59,24 +63,28 @@ def run_whiten(cfg: ExperimentConfig) -> dict:
     val = make_banks(load_split(cfg.data, "val"), model.config, None)
     descriptors = np.concatenate([encode_bank(model, train.database, device, cfg.eval_batch_size),
                                   encode_bank(model, train.queries, device, cfg.eval_batch_size)])
-    unwhitened = split_recalls(model, val, device, cfg.eval_batch_size)
+    # the whitening is a function of the descriptor: the network runs over val once, every
+    # candidate whitens those descriptors
+    val_q = encode_bank(model, val.queries, device, cfg.eval_batch_size)
+    val_db = encode_bank(model, val.database, device, cfg.eval_batch_size)
+    unwhitened = descriptor_recalls(val_q, val_db, val.place_set)
     print(f"[whiten] {src / BEST_FILE}: {len(descriptors)} training descriptors; "
           f"val R@1 / R@5 unwhitened {unwhitened['R@1']:.1f} / {unwhitened['R@5']:.1f}", flush=True)
-    candidates, best, best_model = [], None, None
+    candidates, best, best_whitening = [], None, None
     for dim in cfg.whiten.dims or [model.config.mc_dim]:
         for shrink in cfg.whiten.shrinks:
-            candidate = whitened(model, descriptors, dim, shrink).to(device)
-            recalls = split_recalls(candidate, val, device, cfg.eval_batch_size)
+            whitening = fit_whitening(descriptors, dim, shrink)
+            recalls = descriptor_recalls(apply(whitening, val_q), apply(whitening, val_db), val.place_set)
             candidates.append({"dim": dim, "shrink": shrink, "val": recalls})
             print(f"[whiten] dim {dim} shrink {shrink}: val R@1 / R@5 {recalls['R@1']:.1f} / {recalls['R@5']:.1f}",
                   flush=True)
             if best is None or (recalls["R@1"], recalls["R@5"]) > (best["val"]["R@1"], best["val"]["R@5"]):
-                best, best_model = candidates[-1], candidate
+                best, best_whitening = candidates[-1], whitening
     out = src.parent / f"{src.name}-whitened"
     meta = {**(payload.get("meta") or {}), "step": f"{src.name}-whitened", "val": best["val"],
             "whitening": {"dim": best["dim"], "shrink": best["shrink"], "fitted_on": train.place_set.name,
                           "num_descriptors": len(descriptors), "source_sha256": payload["sha256"]}}
-    save_checkpoint(out / BEST_FILE, best_model, meta=meta)
+    save_checkpoint(out / BEST_FILE, whitened(model.cpu(), best_whitening), meta=meta)
     result = {"source": str(src / BEST_FILE), "checkpoint": str(out / BEST_FILE), "chosen": best,
               "val_unwhitened": unwhitened, "candidates": candidates}
     atomic_write_text(out / "whiten.json", json.dumps(result, indent=1))
