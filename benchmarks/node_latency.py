@@ -384,13 +384,14 @@ def phase_result(sent: list[tuple[int, float]], recorder: DiagnosticsHistory, be
     if begin is not None and end is not None:
         first, last = history[begin][1], history[end][1]
         # per-period means from /diagnostics, weighted by the frames each period processed
-        weights, lat, enc, lat_max = [], [], [], 0.0
+        weights, lat, enc, ver, lat_max = [], [], [], [], 0.0
         for (_, prev), (_, d) in zip(history[begin:end], history[begin + 1: end + 1]):
             n = d["frames_processed"] - prev["frames_processed"]
             if n > 0:
                 weights.append(n)
                 lat.append(d["latency_ms_mean"])
                 enc.append(d["encoder_ms_mean"])
+                ver.append(d["verification_ms_mean"])
                 lat_max = max(lat_max, d["latency_ms_max"])
         row["node"] = {
             **{k: last[k] - first[k] for k in ("frames_received", "frames_processed", "frames_dropped",
@@ -398,6 +399,7 @@ def phase_result(sent: list[tuple[int, float]], recorder: DiagnosticsHistory, be
             "latency_ms_mean": float(np.average(lat, weights=weights)) if weights else None,
             "latency_ms_max": lat_max if weights else None,
             "encoder_ms_mean": float(np.average(enc, weights=weights)) if weights else None,
+            "verification_ms_mean": float(np.average(ver, weights=weights)) if weights else None,
         }
     return row
 
@@ -516,7 +518,8 @@ def table(result: dict) -> str:
             f"  one in flight ({one['answered']}/{one['sent']} answered): round trip median "
             f"{_fmt(rt.get('median'))} ms, p95 {_fmt(rt.get('p95'))} ms; node internal mean "
             f"{_fmt(node.get('latency_ms_mean'))} ms "
-            f"(encoder {_fmt(node.get('encoder_ms_mean'))} ms); {one['answers_per_s']:.1f} answers/s",
+            f"(encoder {_fmt(node.get('encoder_ms_mean'))} ms, verification {_fmt(node.get('verification_ms_mean'))} "
+            f"ms); {one['answers_per_s']:.1f} answers/s",
             f"  {'rate Hz':>8} {'sent Hz':>8} {'sent':>5} {'answd':>6} {'lost':>5} {'drop %':>7} "
             f"{'node rx':>8} {'node drop':>10} {'rt p50 ms':>10} {'rt p95 ms':>10} {'node ms':>8}",
         ]

@@ -94,6 +94,7 @@ class NodeConfig:
     ratio_test: float = _p(0.8, "Lowe ratio test for ORB matches")
     ransac_threshold_px: float = _p(1.5, "RANSAC epipolar distance threshold, pixels")
     min_inliers: int = _p(30, "inliers needed for a candidate to count as verified")
+    verification_threads: int = _p(2, "candidates verified at once (threads)")
     camera_fx: float = _p(0.0, "intrinsics in pixels; 0 = guess (focal 1.2 x larger image side, centred)")
     camera_fy: float = _p(0.0, "see camera_fx")
     camera_cx: float = _p(0.0, "see camera_fx")
@@ -167,7 +168,8 @@ class NodeConfig:
         return LoopClosureConfig(top_k=self.top_k, score_threshold=self.score_threshold,
                                  exclude_recent_s=self.exclude_recent_s, consistency_k=self.consistency_k,
                                  consistency_window=self.consistency_window, verification=self.verification,
-                                 geometry=geometry, sequence=sequence,
+                                 geometry=geometry, verification_threads=self.verification_threads,
+                                 sequence=sequence,
                                  sequence_score_threshold=self.sequence_score_threshold,
                                  sequence_candidates=self.sequence_candidates)
 

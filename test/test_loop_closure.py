@@ -134,11 +134,37 @@ def test_required_verification_keeps_only_geometrically_consistent_candidates(sh
     assert [c.score for c in plain.candidates] == sorted((c.score for c in plain.candidates), reverse=True)
 
 
+def test_threaded_verification_gives_the_sequential_results(shared):
+    # Gardens Point: day_right keyframes around the query's place and away from it, the query
+    # from the other side of the path (day_left) - a mix of verified and unverified candidates
+    folder = shared / "data/gardenspoint"
+    images = [read_rgb(folder / f"day_right/Image{n:03d}.jpg") for n in (12, 13, 14, 15, 16, 60, 120)]
+    encoder = RawPixelEncoder()
+    db = MapDatabase(ModelIdentity(encoder.name, encoder.dim))
+    for i, img in enumerate(images):
+        db.add(encoder.encode([img])[0], i * NS_PER_S, "camera", features=extract_features(img, 1000))
+    query = read_rgb(folder / "day_left/Image014.jpg")
+    desc, feats = encoder.encode([query])[0], extract_features(query, 1000)
+
+    results = {}
+    for threads in (1, 3):
+        config = LoopClosureConfig(top_k=len(images), score_threshold=-1.0, verification="annotate",
+                                   verification_threads=threads)
+        detection = LoopDetector(db, config).detect(desc, 0, False, feats)
+        results[threads] = [(c.map_id, c.verification.inliers, c.verification.verified,
+                             None if c.verification.rotation is None else c.verification.rotation.tobytes())
+                            for c in detection.candidates]
+    assert len(results[1]) == len(images)
+    assert 0 < sum(verified for _, _, verified, _ in results[1]) < len(images)  # both kinds present
+    assert results[3] == results[1]
+
+
 @pytest.mark.parametrize(
     "values, key",
     [({"top_k": 0}, "top_k"), ({"score_threshold": 1.5}, "score_threshold"),
      ({"exclude_recent_s": -1}, "exclude_recent_s"), ({"consistency_k": 0}, "consistency_k"),
-     ({"consistency_window": -2}, "consistency_window"), ({"verification": "maybe"}, "verification")],
+     ({"consistency_window": -2}, "consistency_window"), ({"verification": "maybe"}, "verification"),
+     ({"verification_threads": 0}, "verification_threads")],
 )
 def test_invalid_config_names_the_key(values, key):
     with pytest.raises(ConfigError, match=key):

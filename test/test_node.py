@@ -124,6 +124,7 @@ def test_mapping_then_winter_pass_gives_the_right_loop_closures_on_every_output(
         assert diag["map_size"] == str(len(summer) + len(winter)) and diag["frames_dropped"] == "0"
         assert diag["loop_closures"] == str(len(winter)) and diag["_level"] == 0
         assert float(diag["latency_ms_max"]) > 0 and float(diag["encoder_ms_mean"]) > 0
+        assert float(diag["verification_ms_mean"]) == 0  # verification off
         node.destroy_node()
 
 
@@ -327,6 +328,9 @@ def test_geometric_verification_annotates_candidates_with_inliers_and_relative_p
         assert np.linalg.norm([q.x, q.y, q.z, q.w]) == pytest.approx(1.0)
         assert all(not c.verified and not c.has_relative_pose and 0 <= c.inliers < 30 for c in msg.candidates[1:])
         assert node.db.keyframe(0).features is not None  # stored while mapping, for later verification
+        # a period that processed frames: ORB extraction at least, and the candidates' verification
+        diag = client.latest_diagnostics(lambda v: float(v["processed_rate_hz"]) > 0)
+        assert float(diag["verification_ms_mean"]) > 0
         node.destroy_node()
 
 
@@ -338,6 +342,7 @@ def test_geometric_verification_annotates_candidates_with_inliers_and_relative_p
     ({"mode": "localization"}, "localization' needs map_dir"),
     ({"image_topic": "", "compressed_topic": ""}, "would get no images"),
     ({"cpu_threads": -1}, "cpu_threads must be >= 0"),
+    ({"verification_threads": 0}, "verification_threads must be >= 1"),
     ({"runtime": "tensorrt"}, "runtime: 'tensorrt' is not one of"),
     ({"model": "random-mobilenetv2", "input_width": 64, "input_height": 32, "device": "cpu", "precision": "fp16"},
      "precision 'fp16' needs CUDA"),

@@ -40,15 +40,18 @@ from __future__ import annotations
 import bisect
 import math
 import threading
+import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 
 from structvpr_core.config import ConfigError
-from structvpr_core.loop_closure.geometry import CameraIntrinsics, GeometryConfig, LocalFeatures, Verification, verify
+from structvpr_core.loop_closure.geometry import CameraIntrinsics, GeometryConfig, LocalFeatures, Verification, verify_many
 from structvpr_core.retrieval.map_database import MapDatabase
+from structvpr_core.runtime.threads import apply_in_this_thread
 from structvpr_core.retrieval.sequence import SequenceConfig, SequenceMatcher, top_k
 
 NS_PER_S = 1_000_000_000
@@ -69,6 +72,9 @@ class LoopClosureConfig:
     # geometric verification: off | annotate (fill in inliers/pose) | require (drop unverified)
     verification: Literal["off", "annotate", "require"] = "off"
     geometry: GeometryConfig = field(default_factory=GeometryConfig)
+    # candidates verified at once (threads; OpenCV's RANSAC and faiss release the GIL). The
+    # encoder has finished when verification runs, so on 2 cores both are free for it.
+    verification_threads: int = 2
     # sequence matching; length 1 = single-frame
     sequence: SequenceConfig = field(default_factory=lambda: SequenceConfig(length=1))
     # sequence matches: minimum sequence score (z-score: standard deviations above the query's typical sequence)
@@ -89,6 +95,8 @@ class LoopClosureConfig:
             raise ConfigError(f"consistency_window must be >= 0, got {self.consistency_window}")
         if self.verification not in ("off", "annotate", "require"):
             raise ConfigError(f"verification must be off, annotate or require, got {self.verification!r}")
+        if self.verification_threads < 1:
+            raise ConfigError(f"verification_threads must be >= 1, got {self.verification_threads}")
         if not np.isfinite(self.sequence_score_threshold):
             raise ConfigError(f"sequence_score_threshold must be a finite number, got {self.sequence_score_threshold}")
         if self.sequence_candidates not in ("sequence", "both"):
@@ -116,6 +124,7 @@ class Detection:
     consistent: bool  # streak >= consistency_k
     sequence_length: int = 1  # queries the sequence scores span (fewer than configured at a run's start)
     sequence_start_stamp_ns: int = 0  # stamp of the sequence's first query (= this query's when length 1)
+    verification_ms: float = 0.0  # wall time of the candidates' geometric verification
 
     @property
     def loop_closed(self) -> bool:
@@ -128,6 +137,9 @@ class LoopDetector:
         self.config = config
         self.intrinsics = intrinsics  # None: geometry.default_intrinsics per image size
         self._matcher = SequenceMatcher(config.sequence) if config.sequence.length > 1 else None
+        # each pool thread applies the process's compute-thread count (faiss's OpenMP is per thread)
+        self._verify_pool = (ThreadPoolExecutor(config.verification_threads, "structvpr_verify", apply_in_this_thread)
+                             if config.verification != "off" and config.verification_threads > 1 else None)
         self._query_stamps: deque[int] = deque(maxlen=config.sequence.length)
         self.reset()
 
@@ -158,9 +170,12 @@ class LoopDetector:
             length = 1
         else:
             candidates, length = self._sequence_candidates(descriptor, cutoff)
+        started = time.perf_counter()
         if cfg.verification != "off" and features is not None:
             candidates = self._verify(candidates, features)
-        return Detection(candidates, *self._update_consistency(candidates), length, self._query_stamps[-length])
+        verification_ms = (time.perf_counter() - started) * 1e3
+        return Detection(candidates, *self._update_consistency(candidates), length, self._query_stamps[-length],
+                         verification_ms)
 
     def _sequence_candidates(self, descriptor: np.ndarray, cutoff_ns: int | None) -> tuple[list[Candidate], int]:
         cfg = self.config
@@ -179,10 +194,13 @@ class LoopDetector:
         return candidates, result.length
 
     def _verify(self, candidates: list[Candidate], features: LocalFeatures) -> list[Candidate]:
-        for c in candidates:
-            stored = self.db.keyframe(c.map_id).features
-            if stored is not None:  # keyframes added without features cannot be verified
-                c.verification = verify(features, stored, self.config.geometry, self.intrinsics)
+        # keyframes added without features cannot be verified
+        pairs = [(c, self.db.keyframe(c.map_id).features) for c in candidates]
+        pairs = [(c, stored) for c, stored in pairs if stored is not None]
+        results = verify_many(features, [stored for _, stored in pairs], self.config.geometry, self.intrinsics,
+                              self._verify_pool)
+        for (c, _), verification in zip(pairs, results):
+            c.verification = verification
         if self.config.verification == "require":
             candidates = [c for c in candidates if c.verification is not None and c.verification.verified]
         # stable sort: verified first, score order (already best first) within each group

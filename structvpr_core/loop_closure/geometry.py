@@ -47,6 +47,7 @@ Conventions:
 
 from __future__ import annotations
 
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import cv2
@@ -250,6 +251,21 @@ def verify(
         pure_rotation=False,
         rotation_covariance=_rotation_covariance(residual_fn, 5, n_inliers),
     )
+
+
+def verify_many(
+    query: LocalFeatures,
+    candidates: list[LocalFeatures],
+    config: GeometryConfig,
+    intrinsics: CameraIntrinsics | None = None,
+    pool: Executor | None = None,
+) -> list[Verification]:
+    """``verify`` of ``query`` against each candidate, on ``pool``'s threads when given (OpenCV's
+    RANSAC and faiss release the GIL; each pair's result does not depend on the others')."""
+    def run(candidate: LocalFeatures) -> Verification:
+        return verify(query, candidate, config, intrinsics)
+
+    return list(pool.map(run, candidates) if pool is not None and len(candidates) > 1 else map(run, candidates))
 
 
 def _ransac_iterations(confidence: float, inlier_share: float, sample_size: int) -> int:
