@@ -10,7 +10,7 @@ import torch
 
 from structvpr_core.cli import main
 from structvpr_core.data.datasets import gardenspoint, grief_seasons
-from structvpr_core.evaluation.benchmark import EVAL_SETS, EvalSet, markdown_table, run_benchmark
+from structvpr_core.evaluation.benchmark import EVAL_SETS, EvalSet, markdown_table, paired_difference, run_benchmark
 from structvpr_core.evaluation.evaluate import evaluate_place_set
 from structvpr_core.runtime.encoder import load_encoder
 
@@ -75,6 +75,25 @@ def test_rerun_reads_the_cache(two_models, shared):
     assert again["results"] == report["results"]
 
 
+def test_paired_difference_to_a_reference_model(two_models, shared):
+    _, cache, _ = two_models
+    report = run_benchmark(["raw-pixel", "random-mobilenetv2"], SMALL_SETS, data_root=shared / "data",
+                           cache_dir=cache, reference="raw-pixel", log=lambda _: None)
+    for r in report["results"]:  # per-query top-1 hits agree with the pooled recall
+        assert len(r["top1_soft"]) == r["soft"]["num_evaluated"]
+        assert r["top1_soft"].count("1") / len(r["top1_soft"]) == pytest.approx(r["soft"]["recall@1"])
+    [diff] = report["differences"]
+    assert (diff["model"], diff["reference"], diff["sequence_length"]) == ("random-mobilenetv2", "raw-pixel", 1)
+    means = {m["model"]: m["soft"]["recall@1"] for m in report["means"]}
+    assert diff["difference"] == pytest.approx(means["random-mobilenetv2"] - means["raw-pixel"])
+    low, high = diff["ci95"]
+    assert low < diff["difference"] < high and high - low < 0.5
+    same = paired_difference(report["results"], "raw-pixel", "raw-pixel")
+    assert same["difference"] == 0 and same["ci95"] == [0, 0]  # paired: identical hits never differ
+    table = markdown_table(report)
+    assert "minus raw-pixel-64x32-p8's" in table and "| random-mobilenetv2-seed0 |" in table.split("minus")[1]
+
+
 def test_each_inference_path_has_its_own_cache_entry(two_models, shared):
     """bf16 descriptors are not fp32's: a bf16 run must encode afresh, never read the fp32 cache."""
     report, cache, _ = two_models
@@ -123,6 +142,7 @@ def test_cli_writes_table_json_and_plot(tmp_path, capsys):
     (["--sequence-lengths", "1,x"], "comma-separated integers"),
     (["--models", "imagenet-nothing"], "neither a checkpoint file nor a baseline"),
     (["--batch-size", "0"], "--batch-size must be >= 1"),
+    (["--models", "raw-pixel", "--reference", "imagenet-mobilenetv2"], "--reference 'imagenet-mobilenetv2' is not one of"),
 ])
 def test_bad_options_give_one_line_errors(tmp_path, capsys, args, message):
     assert main(["benchmark", *args, "--out", str(tmp_path / "b.md")]) == 2

@@ -126,9 +126,11 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 
 def score_set(place_sets: list[PlaceSet], desc: dict[Path, np.ndarray], sequence: SequenceConfig | None = None) -> dict:
-    """Recall@KS soft and hard, pooled over ``place_sets`` (weighted by evaluated queries)."""
+    """Recall@KS soft and hard, pooled over ``place_sets`` (weighted by evaluated queries), and
+    ``top1_soft``: each evaluated query's soft top-1 hit ("1"/"0", place-set order), for paired comparisons."""
     hits = {gt: np.zeros(len(KS)) for gt in GROUND_TRUTHS}
     counts = dict.fromkeys(GROUND_TRUTHS, 0)
+    top1 = []
     for ps in place_sets:
         db = np.stack([desc[p] for p in ps.database])
         q = np.stack([desc[p] for p in ps.queries])
@@ -137,11 +139,38 @@ def score_set(place_sets: list[PlaceSet], desc: dict[Path, np.ndarray], sequence
             recall = recall_at_n(ranked, positives, KS)
             hits[gt] += recall.num_evaluated * np.array([recall.recalls[k] for k in KS])
             counts[gt] += recall.num_evaluated
+        top1 += ["1" if np.isin(r[0], pos) else "0" for r, pos in zip(ranked, ps.positives) if len(pos)]
     return {
-        gt: {**{f"recall@{k}": float(hits[gt][i] / counts[gt]) for i, k in enumerate(KS)},
-             "num_evaluated": counts[gt]}
-        for gt in GROUND_TRUTHS
+        **{gt: {**{f"recall@{k}": float(hits[gt][i] / counts[gt]) for i, k in enumerate(KS)},
+                "num_evaluated": counts[gt]}
+           for gt in GROUND_TRUTHS},
+        "top1_soft": "".join(top1),
     }
+
+
+def paired_difference(results: list[dict], model: str, reference: str, length: int = 1,
+                      rounds: int = 2000, seed: int = 0) -> dict:
+    """Mean-over-sets R@1 (soft) of ``model`` minus ``reference``, with a 95 % paired bootstrap
+    interval: each round resamples every set's queries (the same draw for both models).
+
+    Queries of one set are not independent (GRIEF's 660 are 5 places seen 132 times; a
+    sequence's neighbours look alike), so the interval is a lower bound on the uncertainty.
+    """
+    rng = np.random.default_rng(seed)
+    per_set = []
+    for r in results:
+        if r["model"] != model or r["sequence_length"] != length:
+            continue
+        ref = next(x for x in results if x["model"] == reference and x["set"] == r["set"]
+                   and x["sequence_length"] == length)
+        a = np.frombuffer(r["top1_soft"].encode(), np.uint8) - ord("0")
+        b = np.frombuffer(ref["top1_soft"].encode(), np.uint8) - ord("0")
+        per_set.append(a.astype(np.float64) - b)
+    observed = np.mean([d.mean() for d in per_set])
+    rounds_mean = np.mean([d[rng.integers(0, len(d), (rounds, len(d)))].mean(axis=1) for d in per_set], axis=0)
+    low, high = np.percentile(rounds_mean, [2.5, 97.5])
+    return {"model": model, "reference": reference, "sequence_length": length, "difference": float(observed),
+            "ci95": [float(low), float(high)], "rounds": rounds}
 
 
 def mean_over_sets(rows: list[dict]) -> dict:
@@ -151,8 +180,10 @@ def mean_over_sets(rows: list[dict]) -> dict:
 
 def run_benchmark(models: list[str], eval_sets=EVAL_SETS, sequence_lengths=(1,), data_root: Path | None = None,
                   cache_dir: Path | None = None, device: str = "cpu", batch_size: int = 16,
-                  runtime: str = "auto", precision: str = "fp32", log: Callable[[str], None] = print) -> dict:
-    """Evaluate every model on every set (and sequence length where the set is sequential).
+                  runtime: str = "auto", precision: str = "fp32", reference: str | None = None,
+                  log: Callable[[str], None] = print) -> dict:
+    """Evaluate every model on every set (and sequence length where the set is sequential);
+    with ``reference`` (one of ``models``) also every other model's paired difference to it.
 
     Sets declared at the same resolution are encoded together, so an image they share
     (gardenspoint's day_right database) is encoded once per model.
@@ -194,10 +225,12 @@ def run_benchmark(models: list[str], eval_sets=EVAL_SETS, sequence_lengths=(1,),
             rows = [r for r in results if r["model"] == spec and r["sequence_length"] == length]
             means.append({"model": spec, "encoder": rows[0]["encoder"], "sequence_length": length,
                           "sets": [r["set"] for r in rows], **mean_over_sets(rows)})
+    differences = [paired_difference(results, spec, reference, length)
+                   for spec in models if reference is not None and spec != reference for length in sequence_lengths]
     return {"sets": [{"name": s.name, "resolution": list(s.resolution), "sequential": s.sequential}
                      for s in eval_sets],
             "models": models, "sequence_lengths": list(sequence_lengths), "results": results,
-            "means": means, "encodings": encodings}
+            "means": means, "reference": reference, "differences": differences, "encodings": encodings}
 
 
 # ----------------------------------------------------------------------------- report
@@ -222,6 +255,16 @@ def markdown_table(report: dict) -> str:
                 lines.append(row(f"{s['name']} ({s['resolution'][0]}x{s['resolution'][1]})", r))
     for r in report["means"]:
         lines.append(row(f"**mean over {len(r['sets'])} sets**", r))
+    if report.get("differences"):
+        encoder = {r["model"]: r["encoder"] for r in report["means"]}
+        lines += ["", f"Mean R@1 soft over the sets minus {encoder[report['reference']]}'s, in points, with a 95 % "
+                      "paired bootstrap interval (every set's queries resampled, the same draw for both models; "
+                      "queries of a set are correlated, so the true uncertainty is larger):", "",
+                  "| model" + (" | seq" if with_length else "") + " | difference | 95 % interval |",
+                  "|---" + ("|---:" if with_length else "") + "|---:|---:|"]
+        for d in report["differences"]:
+            lines.append(f"| {encoder[d['model']]}" + (f" | {d['sequence_length']}" if with_length else "")
+                         + f" | {100 * d['difference']:+.1f} | [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}] |")
     return "\n".join(lines)
 
 
@@ -271,6 +314,8 @@ same frame, GRIEF same place (soft = hard). Sets, protocols and the per-set netw
 """
 
 
+# the trained students' yardstick (issue 7): the off-the-shelf ImageNet trunk
+DEFAULT_REFERENCE = "imagenet-lite0"
 # fp32 by default: the scoreboard compares models, not inference paths (those: docs/benchmark_paths.md)
 DEFAULT_PATH = {"runtime": "auto", "precision": "fp32"}
 
@@ -289,6 +334,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "structvpr" / "benchmark",
                         help="descriptor cache folder (default ~/.cache/structvpr/benchmark)")
     parser.add_argument("--no-cache", action="store_true", help="encode everything afresh, write no cache")
+    parser.add_argument("--reference", default=DEFAULT_REFERENCE, metavar="SPEC",
+                        help="report every other model's paired difference to this one (one of --models; "
+                             f"default {DEFAULT_REFERENCE} when evaluated; 'none' = no comparison)")
     parser.add_argument("--device", default="cpu", help="auto | cpu | cuda[:N] (default cpu)")
     parser.add_argument("--batch-size", type=int, default=16)
     add_inference_arguments(parser, precision=DEFAULT_PATH["precision"])
@@ -312,11 +360,17 @@ def run(args: argparse.Namespace) -> int:
     for spec in models:
         if spec not in BASELINES and not Path(spec).is_file():
             raise CliError(f"model {spec!r} is neither a checkpoint file nor a baseline ({', '.join(BASELINES)})")
+    if args.reference == "none" or (args.reference == DEFAULT_REFERENCE and DEFAULT_REFERENCE not in models):
+        reference = None
+    elif args.reference in models:
+        reference = args.reference
+    else:
+        raise CliError(f"--reference {args.reference!r} is not one of the evaluated models: {models}")
     eval_sets = [s for s in EVAL_SETS if args.sets is None or s.name in args.sets]
     start = time.perf_counter()
     report = run_benchmark(models, eval_sets, lengths, cache_dir=None if args.no_cache else args.cache_dir,
                            device=args.device, batch_size=args.batch_size, runtime=args.runtime,
-                           precision=args.precision)
+                           precision=args.precision, reference=reference)
     report["wall_s"] = round(time.perf_counter() - start, 1)
     table = markdown_table(report)
     print(table)
@@ -324,6 +378,8 @@ def run(args: argparse.Namespace) -> int:
     plot_bars(report, png_path)
     command = " ".join(["structvpr benchmark"] + (["--models", *args.models] if args.models else [])
                        + (["--sets", *(f"'{n}'" for n in args.sets)] if args.sets else [])
+                       + ([f"--sequence-lengths {args.sequence_lengths}"] if lengths != (1,) else [])
+                       + ([f"--reference {args.reference}"] if args.reference != DEFAULT_REFERENCE else [])
                        + [f"--{k} {getattr(args, k)}" for k in ("runtime", "precision")
                           if getattr(args, k) != DEFAULT_PATH[k]])
     encoded = sum(e["num_images"] for e in report["encodings"] if not e["cached"])
