@@ -120,6 +120,8 @@ def test_checkpoints_with_one_file_name_never_share_cached_descriptors(tmp_path,
                            log=messages.append)
     assert all("encoded in" in m for m in messages), messages
     assert len(list((tmp_path / "cache").glob("*.npy"))) == 2
+    table = markdown_table(report)  # both are "best": the table names them by path
+    assert all(f"| {tmp_path / f'seed{s}' / 'best.pt'} |" in table for s in (0, 1))
 
 
 def test_cli_writes_table_json_and_plot(tmp_path, capsys):

@@ -116,6 +116,8 @@ def test_stage1_seg_partition_stage2_test(tiny):
     record = json.loads((out.parent / "stage2-gpd_phi-whitened" / "whiten.json").read_text())
     best = max(record["candidates"], key=lambda c: (c["val"]["R@1"], c["val"]["R@5"]))
     assert len(record["candidates"]) == 2 and record["chosen"] == best and summary["dim"] == 16
+    assert record["improved_on_val"] == ((best["val"]["R@1"], best["val"]["R@5"])
+                                         > (record["val_unwhitened"]["R@1"], record["val_unwhitened"]["R@5"]))
     whitened, meta = load_checkpoint(summary["checkpoint"], expect_branch="rgb", expect_dim=16)
     assert meta["meta"]["whitening"]["source_sha256"] == payload["sha256"]
     assert all(torch.equal(a, b) for a, b in zip(whitened.stages.state_dict().values(),

@@ -236,8 +236,17 @@ def run_benchmark(models: list[str], eval_sets=EVAL_SETS, sequence_lengths=(1,),
 # ----------------------------------------------------------------------------- report
 
 
+def model_labels(report: dict) -> dict[str, str]:
+    """Model spec -> its label: the encoder's name, or the spec itself where names collide
+    (every training run's checkpoint is called best.pt)."""
+    names = {r["model"]: r["encoder"] for r in report["means"]}
+    counts = {n: list(names.values()).count(n) for n in names.values()}
+    return {spec: name if counts[name] == 1 else spec for spec, name in names.items()}
+
+
 def markdown_table(report: dict) -> str:
     """One table: a block of rows per set (one per model), then the mean over sets."""
+    label = model_labels(report)
     with_length = len(report["sequence_lengths"]) > 1
     cols = ["set", "model"] + (["seq"] if with_length else []) + [
         f"R@{k} {gt}" for gt in GROUND_TRUTHS for k in KS]
@@ -245,7 +254,7 @@ def markdown_table(report: dict) -> str:
              + "---:|" * (len(cols) - 2 - with_length)]
 
     def row(set_label, r):
-        cells = [set_label, r["encoder"]] + ([str(r["sequence_length"])] if with_length else [])
+        cells = [set_label, label[r["model"]]] + ([str(r["sequence_length"])] if with_length else [])
         cells += [f"{100 * r[gt][f'recall@{k}']:.1f}" for gt in GROUND_TRUTHS for k in KS]
         return "| " + " | ".join(cells) + " |"
 
@@ -256,14 +265,13 @@ def markdown_table(report: dict) -> str:
     for r in report["means"]:
         lines.append(row(f"**mean over {len(r['sets'])} sets**", r))
     if report.get("differences"):
-        encoder = {r["model"]: r["encoder"] for r in report["means"]}
-        lines += ["", f"Mean R@1 soft over the sets minus {encoder[report['reference']]}'s, in points, with a 95 % "
+        lines += ["", f"Mean R@1 soft over the sets minus {label[report['reference']]}'s, in points, with a 95 % "
                       "paired bootstrap interval (every set's queries resampled, the same draw for both models; "
                       "queries of a set are correlated, so the true uncertainty is larger):", "",
                   "| model" + (" | seq" if with_length else "") + " | difference | 95 % interval |",
                   "|---" + ("|---:" if with_length else "") + "|---:|---:|"]
         for d in report["differences"]:
-            lines.append(f"| {encoder[d['model']]}" + (f" | {d['sequence_length']}" if with_length else "")
+            lines.append(f"| {label[d['model']]}" + (f" | {d['sequence_length']}" if with_length else "")
                          + f" | {100 * d['difference']:+.1f} | [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}] |")
     return "\n".join(lines)
 
@@ -276,6 +284,7 @@ def plot_bars(report: dict, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     groups = [s["name"] for s in report["sets"]] + ["mean"]
+    labels = model_labels(report)
     single = [r for r in report["results"] if r["sequence_length"] == 1]
     means = [r for r in report["means"] if r["sequence_length"] == 1]
     fig, axes = plt.subplots(2, 1, figsize=(max(7.0, 1.6 * len(groups) * max(1, len(means)) / 3), 7), dpi=110)
@@ -285,7 +294,7 @@ def plot_bars(report: dict, path: Path) -> Path:
             values = [next(r[gt]["recall@1"] for r in single if r["model"] == mean["model"] and r["set"] == g)
                       for g in groups[:-1]] + [mean[gt]["recall@1"]]
             ax.bar(np.arange(len(groups)) + (i - (len(means) - 1) / 2) * width, 100 * np.array(values),
-                   width, label=mean["encoder"])
+                   width, label=labels[mean["model"]])
         ax.set_xticks(np.arange(len(groups)), [g.replace(" ", "\n", 1) for g in groups], fontsize=8)
         ax.set(ylabel=f"R@1 {gt} (%)", ylim=(0, 100))
         ax.grid(axis="y", alpha=0.3)

@@ -6,7 +6,8 @@ and database) fit the whitening (models/whitening.py) for every ``whiten.dims`` 
 ``whiten.shrinks``; the candidate with the best val R@1 (ties: val R@5) is kept. Output:
 ``<source folder>-whitened/best.pt`` (the same network + the whitening, so encoders, maps and
 the node take it unchanged) and ``whiten.json`` with every candidate's val recall and the
-unwhitened model's, so whether it helped is on record. The test split is never read.
+unwhitened model's, so whether it helped is on record (``improved_on_val``; when False the step
+says so: the unwhitened model stays the better choice). The test split is never read.
 """
 
 from __future__ import annotations
@@ -85,10 +86,14 @@ def run_whiten(cfg: ExperimentConfig) -> dict:
             "whitening": {"dim": best["dim"], "shrink": best["shrink"], "fitted_on": train.place_set.name,
                           "num_descriptors": len(descriptors), "source_sha256": payload["sha256"]}}
     save_checkpoint(out / BEST_FILE, whitened(model.cpu(), best_whitening), meta=meta)
+    improved = (best["val"]["R@1"], best["val"]["R@5"]) > (unwhitened["R@1"], unwhitened["R@5"])
     result = {"source": str(src / BEST_FILE), "checkpoint": str(out / BEST_FILE), "chosen": best,
-              "val_unwhitened": unwhitened, "candidates": candidates}
+              "val_unwhitened": unwhitened, "improved_on_val": improved, "candidates": candidates}
     atomic_write_text(out / "whiten.json", json.dumps(result, indent=1))
     print(f"[whiten] kept dim {best['dim']} shrink {best['shrink']}: val R@1 {unwhitened['R@1']:.1f} -> "
           f"{best['val']['R@1']:.1f}, R@5 {unwhitened['R@5']:.1f} -> {best['val']['R@5']:.1f}; {out / BEST_FILE}")
+    if not improved:
+        print(f"[whiten] warning: no whitening beat the unwhitened model on val; {src / BEST_FILE} stays the "
+              "better choice", flush=True)
     return {"checkpoint": str(out / BEST_FILE), "dim": best["dim"], "shrink": best["shrink"],
-            "val": best["val"], "val_unwhitened": unwhitened}
+            "val": best["val"], "val_unwhitened": unwhitened, "improved_on_val": improved}
