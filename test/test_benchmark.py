@@ -124,6 +124,23 @@ def test_checkpoints_with_one_file_name_never_share_cached_descriptors(tmp_path,
     assert all(f"| {tmp_path / f'seed{s}' / 'best.pt'} |" in table for s in (0, 1))
 
 
+def test_descriptor_cache_key_covers_every_network_and_runtime_source(tmp_path, monkeypatch):
+    """A fix in a module that only shapes the network (e.g. a padding hook) must not read stale descriptors."""
+    import shutil
+
+    from structvpr_core.evaluation import benchmark
+
+    for package in benchmark.DESCRIPTOR_SOURCE_PACKAGES:
+        shutil.copytree(benchmark.PACKAGE_ROOT / package, tmp_path / package)
+    monkeypatch.setattr(benchmark, "PACKAGE_ROOT", tmp_path)
+    encoder = load_encoder("raw-pixel")
+    before = benchmark.model_fingerprint(encoder)
+    assert benchmark.model_fingerprint(encoder) == before  # deterministic
+    padding = tmp_path / "models" / "tflite_mobilenetv2.py"
+    padding.write_text(padding.read_text() + "\n# changed\n")
+    assert benchmark.model_fingerprint(encoder) != before
+
+
 def test_cli_writes_table_json_and_plot(tmp_path, capsys):
     out = tmp_path / "docs" / "bench.md"
     sets = [s.name for s in EVAL_SETS[1:]]

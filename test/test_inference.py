@@ -63,6 +63,19 @@ def test_fast_paths_stay_within_cosine_099_of_fp32_on_real_frames(fp32_reference
     assert cosine.min() >= 0.99, cosine  # R@1 on real sets: benchmarks/encoder_latency.py --recall
 
 
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_exported_tf_same_padding_matches_torch_on_odd_feature_maps(shared, runtime):
+    """The paper's ImageNet MobileNetV2 pads its stride-2 convs TF's way; at 480x270 (the benchmark's
+    Gardens Point size) 270 -> 135 gives odd maps, where a floor-division idiom once exported
+    the wrong pads (cosine 0.97 to torch, flipping R@1 on the night set)."""
+    if not _available(runtime, "fp32"):
+        pytest.skip(f"{runtime} is not available on this machine")
+    images = _gardens_point(shared)
+    ref = load_encoder("imagenet-mobilenetv2", "cpu", (480, 270), runtime="torch").encode(images)
+    exported = load_encoder("imagenet-mobilenetv2", "cpu", (480, 270), runtime=runtime).encode(images)
+    assert np.sum(ref * exported, axis=1).min() >= 0.9999
+
+
 class _TinyTrunk(torch.nn.Module):
     """Not a StructVPR network (no config, no dim): any module with forward(x) -> (B, dim) must run."""
 

@@ -34,10 +34,8 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import inspect
 import json
 import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -59,6 +57,8 @@ from structvpr_core.runtime.options import add_inference_arguments
 KS = (1, 5, 10)
 GROUND_TRUTHS = ("soft", "hard")
 SHIPPED_CHECKPOINTS = REPO_ROOT / "training" / "checkpoints"
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # structvpr_core/
+DESCRIPTOR_SOURCE_PACKAGES = ("models", "runtime")
 
 
 @dataclass(frozen=True)
@@ -88,12 +88,15 @@ def default_models() -> list[str]:
 
 def model_fingerprint(encoder: Encoder) -> str:
     """What the descriptors depend on: the encoder's kind, name, size, network weights, and the
-    source of the modules defining the encoder and the network (preprocessing, pooling)."""
+    source of every module that defines networks or runs them (models/, runtime/: layers,
+    padding hooks, preprocessing, pooling, ONNX export), so a fix there never reads stale
+    descriptors from the cache."""
     h = hashlib.sha256(f"{type(encoder).__name__}|{encoder.name}|{encoder.dim}".encode())
     model = getattr(encoder, "model", None)
-    for obj in (encoder, model):
-        if obj is not None:
-            h.update(inspect.getsource(sys.modules[type(obj).__module__]).encode())
+    for package in DESCRIPTOR_SOURCE_PACKAGES:
+        for source in sorted((PACKAGE_ROOT / package).glob("*.py")):
+            h.update(f"{package}/{source.name}".encode())
+            h.update(source.read_bytes())
     if isinstance(model, torch.nn.Module):  # the weights themselves: checkpoint, random init or ImageNet
         for key, tensor in model.state_dict().items():
             h.update(key.encode())

@@ -164,7 +164,9 @@ def _pad_same(conv: nn.Conv2d, args: tuple) -> tuple:
     x = args[0]
     pads = []
     for size, k, s, d in zip(x.shape[-2:], conv.kernel_size, conv.stride, conv.dilation):
-        total = max((-(-size // s) - 1) * s + (k - 1) * d + 1 - size, 0)
+        # ceil(size / s) as (size + s - 1) // s: under ONNX export the shapes are traced and
+        # ONNX integer division truncates, so the -(-size // s) idiom would floor instead (wrong pads)
+        total = max(((size + s - 1) // s - 1) * s + (k - 1) * d + 1 - size, 0)
         pads.append((total // 2, total - total // 2))
     (top, bottom), (left, right) = pads
     return (F.pad(x, (left, right, top, bottom)),)
