@@ -51,8 +51,8 @@ import numpy as np
 from structvpr_core.config import ConfigError
 from structvpr_core.loop_closure.geometry import CameraIntrinsics, GeometryConfig, LocalFeatures, Verification, verify_many
 from structvpr_core.retrieval.map_database import MapDatabase
-from structvpr_core.runtime.threads import apply_in_this_thread
 from structvpr_core.retrieval.sequence import SequenceConfig, SequenceMatcher, top_k
+from structvpr_core.runtime.threads import apply_in_this_thread
 
 NS_PER_S = 1_000_000_000
 
