@@ -43,7 +43,7 @@ from structvpr_core.io_utils import atomic_write_bytes, atomic_write_text
 from structvpr_core.models.branches import ModelConfig, RGBBranch
 from structvpr_core.models.checkpoint import load_checkpoint
 from structvpr_core.paths import shared_dir
-from structvpr_core.runtime.inference import (OnnxRunner, cpu_supports_bf16, export_onnx, onnx_session,
+from structvpr_core.runtime.inference import (OnnxRunner, cpu_supports_bf16, export_onnx,
                                               onnxruntime_installed, openvino_installed)
 from structvpr_core.runtime.network import NetworkEncoder
 from structvpr_core.runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD, to_input_tensor

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from structvpr_core.config import ConfigError
-from structvpr_core.models.branches import ModelConfig, RGBBranch
 from structvpr_core.runtime.encoder import load_encoder
 from structvpr_core.runtime import inference
 from structvpr_core.runtime.inference import (InferencePath, choose_path, cpu_supports_bf16, onnxruntime_installed,

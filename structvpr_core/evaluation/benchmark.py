@@ -23,8 +23,9 @@ CPU: 3 ms/image at 128x64 and 169 ms/image at 640x360 for MobileNetV2 on one cor
 these sizes keep ~6 models within a few minutes.
 raw-pixel always uses its own fixed 64x32 patch-normalised grid.
 
-Descriptors are cached per (model fingerprint: weights, name, resolution and the encoder's and
-network's source code; image list of the sets at that resolution) as .npy, so a re-run only encodes what changed. Recall@N is pooled over a
+Descriptors are cached per (model fingerprint: weights, name, resolution, inference path and the
+source of structvpr_core/models and runtime; image list of the sets at that resolution) as .npy,
+so a re-run only encodes what changed. Recall@N is pooled over a
 set's place sets (weighted by their queries); R@N soft and hard (hard = exact frame on aligned sets; equal to soft on
 GRIEF, whose ground truth is exact by place). With 5 places in a GRIEF database, R@5 and
 R@10 are 1 by construction there: read R@1.
@@ -142,7 +143,8 @@ def score_set(place_sets: list[PlaceSet], desc: dict[Path, np.ndarray], sequence
             recall = recall_at_n(ranked, positives, KS)
             hits[gt] += recall.num_evaluated * np.array([recall.recalls[k] for k in KS])
             counts[gt] += recall.num_evaluated
-        top1 += ["1" if np.isin(r[0], pos) else "0" for r, pos in zip(ranked, ps.positives) if len(pos)]
+            if gt == "soft":
+                top1 += ["1" if rank == 0 else "0" for rank in recall.first_hit_ranks]
     return {
         **{gt: {**{f"recall@{k}": float(hits[gt][i] / counts[gt]) for i, k in enumerate(KS)},
                 "num_evaluated": counts[gt]}

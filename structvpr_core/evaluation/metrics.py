@@ -32,6 +32,8 @@ class RecallAtN:
     recalls: dict[int, float]  # N -> fraction of evaluated queries correct within the top N
     num_evaluated: int  # queries with at least one true match
     num_skipped: int  # queries without any true match (not in the denominator)
+    # (num_evaluated,) 0-based rank of each evaluated query's first true match; K when none retrieved
+    first_hit_ranks: np.ndarray
 
 
 @dataclass
@@ -66,7 +68,7 @@ def recall_at_n(ranked_ids: np.ndarray, positives: Sequence[np.ndarray], ns: Seq
     if num_evaluated == 0:
         raise ValueError("no query has a true match in the database: recall is undefined")
     recalls = {n: float((first_hit[has_match] < n).mean()) for n in ns}
-    return RecallAtN(recalls, num_evaluated, len(ranked_ids) - num_evaluated)
+    return RecallAtN(recalls, num_evaluated, len(ranked_ids) - num_evaluated, first_hit[has_match])
 
 
 def pr_curve(top1_scores: np.ndarray, top1_correct: np.ndarray, num_with_match: int) -> PRCurve:

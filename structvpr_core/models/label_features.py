@@ -137,8 +137,7 @@ class LabelAwareModel(nn.Module):
         if config.label_features is None:
             raise ValueError("LabelAwareModel needs a ModelConfig with label_features")
         self.config = config
-        self.trunk = branches.build_model(replace(config, label_features=None))
-        self.global_head = branches.MCHead(config.mc_levels)
+        self.trunk = branches.build_model(replace(config, label_features=None))  # its MC head is the global part
         self.global_dim = self.trunk.dim
         self.dim = config.dim
         chans = [config.stage_channels[lvl - 1] for lvl in config.mc_levels]
@@ -158,12 +157,12 @@ class LabelAwareModel(nn.Module):
         """(unit global MC descriptor, unit label descriptor)."""
         stages = self.forward_stages(x)
         if self.config.branch == "seg":  # the teacher's masks come from its own SLME input
-            return self.global_head(stages), self.label_head(stages, x)
+            return self.trunk.head(stages), self.label_head(stages, x)
         return self.parts_from_stages(stages)
 
     def parts_from_stages(self, stages: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """RGB side only (needs no input image): what the frozen-prefix trainer runs."""
-        return self.global_head(stages), self.label_head(stages)
+        return self.trunk.head(stages), self.label_head(stages)
 
     def from_stages(self, stages: list[torch.Tensor]) -> torch.Tensor:
         return combine(*self.parts_from_stages(stages), self.config.label_features.label_weight)

@@ -73,20 +73,20 @@ def load_encoder(spec: str, device: str = "auto", input_size: tuple[int, int] | 
     if spec == "random-mobilenetv2":
         torch.manual_seed(seed)  # the baseline must be the same network every run
         model, name = RGBBranch(ModelConfig("rgb", size)), f"random-mobilenetv2-seed{seed}"
-        return NetworkEncoder(model, name, device, size, runtime, precision)
-    if spec == "imagenet-mobilenetv2":
-        model = RGBBranch(ModelConfig("rgb", size, padding="tf-same"))
+    elif spec == "imagenet-mobilenetv2":
+        model, name = RGBBranch(ModelConfig("rgb", size, padding="tf-same")), "imagenet-mobilenetv2-coral"
         model.load_imagenet("coral")
-        return NetworkEncoder(model, "imagenet-mobilenetv2-coral", device, size, runtime, precision)
-    if spec in IMAGENET_LITE0_LEVELS:
+    elif spec in IMAGENET_LITE0_LEVELS:
         model = RGBBranch(ModelConfig("rgb", size, mc_levels=IMAGENET_LITE0_LEVELS[spec], trunk="efficientnet-lite0"))
         model.load_imagenet()
-        return NetworkEncoder(model, spec, device, size, runtime, precision)
-    path = find_checkpoint(spec)
-    if path is None:
-        raise FileNotFoundError(f"model '{spec}' is neither a checkpoint file nor a baseline {list(BASELINES)}")
-    model, _ = load_checkpoint(path, expect_branch="rgb")
-    return NetworkEncoder(model, path.stem, device, input_size, runtime, precision)
+        name = spec
+    else:
+        path = find_checkpoint(spec)
+        if path is None:
+            raise FileNotFoundError(f"model '{spec}' is neither a checkpoint file nor a baseline {list(BASELINES)}")
+        model, _ = load_checkpoint(path, expect_branch="rgb")
+        name, size = path.stem, input_size  # None: the checkpoint's own training size
+    return NetworkEncoder(model, name, device, size, runtime, precision)
 
 
 def encode_paths(encoder: Encoder, paths: Sequence[Path], batch_size: int = 32, desc: str = "encoding") -> np.ndarray:
