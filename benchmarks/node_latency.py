@@ -85,6 +85,7 @@ HALF_A_YEAR_S = 182 * 86400  # map stamps: the summer pass, before the winter qu
 STAMP_STEP_NS = 100_000_000  # query stamps only need to increase (every frame is a keyframe)
 DIAGNOSTICS_PERIOD_S = 0.5
 DROP_THRESHOLD = 0.01
+FASTDDS_PROFILE = Path(__file__).resolve().parents[1] / "config" / "fastdds_shm.xml"  # shared-memory images
 NODE_THREADS = 1  # config/structvpr.yaml's cpu_threads: the benchmark's own encoder timing uses the same
 
 
@@ -146,9 +147,19 @@ def main() -> int:
     ap.add_argument("--answer-timeout", type=float, default=10.0, help="seconds to wait for a frame's answer")
     ap.add_argument("--precision", choices=PRECISIONS, default="auto",
                     help="the node's network precision (bf16: OpenVINO bf16 on CPUs with AVX512-BF16/AMX)")
+    ap.add_argument("--fastdds-profile", default=str(FASTDDS_PROFILE),
+                    help="FASTDDS_DEFAULT_PROFILES_FILE for this process (the image publisher) and the node; "
+                         "'none': Fast DDS's built-in transports (default config/fastdds_shm.xml)")
     ap.add_argument("--out", default="benchmarks/results/node_latency_cpu.json")
     ap.add_argument("--plot", help="PNG (default: --out with .png)")
     args = ap.parse_args()
+    # read by Fast DDS when this process's first ROS context starts (below), and inherited by the node
+    if args.fastdds_profile == "none":
+        os.environ.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)
+    elif Path(args.fastdds_profile).is_file():
+        os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(Path(args.fastdds_profile).resolve())
+    else:
+        raise SystemExit(f"node_latency: Fast DDS profile not found: {args.fastdds_profile}")
     resize = parse_size(args.resize)
     set_compute_threads(NODE_THREADS)
     nordland, gardens = shared_dir() / "data" / "nordland64", shared_dir() / "data" / "gardenspoint"
@@ -167,6 +178,7 @@ def main() -> int:
         "model": args.model,
         "node": "in-process (own executor thread)" if args.in_process else "separate process",
         "params_file": str(args.params),
+        "fastdds_profile": os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE", "none (built-in transports)"),
         "cpu": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,

@@ -110,6 +110,8 @@ def test_verification_is_deterministic(camvid):
 # Gardens Point pairs at 640x480, verified by the per-hypothesis Python RANSAC loop this
 # module had before its rotation RANSAC was batched and the essential-matrix RANSAC got
 # its iteration cap (commit 3e3bd6b): (query, candidate, verified, inliers, rotation deg).
+# Pinned for the plain-RANSAC estimator, whose answer is one fixed draw of OpenCV's sampler.
+RANSAC = GeometryConfig(estimator="ransac")
 REFERENCE_PAIRS = [
     ("day_left/Image050", "day_left/Image051", True, 99, 2.465094),
     ("day_left/Image110", "day_left/Image111", True, 203, 18.648225),
@@ -127,7 +129,7 @@ def _gardens_point_features(shared, name):
 
 @pytest.mark.parametrize("query, candidate, verified, inliers, angle", REFERENCE_PAIRS)
 def test_batched_ransac_gives_the_previous_results_on_real_pairs(shared, query, candidate, verified, inliers, angle):
-    v = verify(_gardens_point_features(shared, query), _gardens_point_features(shared, candidate), CONFIG)
+    v = verify(_gardens_point_features(shared, query), _gardens_point_features(shared, candidate), RANSAC)
     assert v.verified == verified and not v.pure_rotation
     if verified:
         assert v.inliers == inliers and rotation_angle_deg(v.rotation) == pytest.approx(angle, abs=1e-4)
@@ -140,9 +142,30 @@ def test_batched_rotation_ransac_keeps_the_rotation_model_on_a_real_panning_pair
     # draws its hypotheses in batches, so the winning sample (not the model) may differ:
     # before 145 inliers and 2.128 deg
     v = verify(_gardens_point_features(shared, "day_left/Image030"),
-               _gardens_point_features(shared, "day_left/Image031"), CONFIG)
+               _gardens_point_features(shared, "day_left/Image031"), RANSAC)
     assert v.verified and v.pure_rotation
     assert abs(v.inliers - 145) <= 0.05 * 145 and rotation_angle_deg(v.rotation) == pytest.approx(2.128, abs=0.25)
+
+
+def test_usac_verifies_real_same_place_pairs_as_well_as_ransac_and_rejects_other_places(shared):
+    # The default estimator (USAC) was chosen on benchmarks/verification_consistency.py (396
+    # same-place pairs: 208-211 verified vs RANSAC's 201-209, 0 of 150 wrong places, 2.4x
+    # faster); here a small real sample: day_left N vs day_right N +- 1 (same place, other
+    # side of the path) and day_left N vs day_right N + 100 (another place).
+    names = {f"{side}/Image{n:03d}" for n in range(20, 200, 30) for side, d in (("day_left", 0), ("day_right", 0))}
+    names |= {f"day_right/Image{n + d:03d}" for n in range(20, 200, 30) for d in (-1, 1)}
+    names |= {f"day_right/Image{(n + 100) % 200:03d}" for n in range(20, 200, 30)}
+    features = {name: _gardens_point_features(shared, name) for name in names}
+    same = [(f"day_left/Image{n:03d}", f"day_right/Image{n + d:03d}") for n in range(20, 200, 30) for d in (-1, 0, 1)]
+    other = [(f"day_left/Image{n:03d}", f"day_right/Image{(n + 100) % 200:03d}") for n in range(20, 200, 30)]
+
+    def verified(config, pairs):
+        return sum(verify(features[q], features[c], config).verified for q, c in pairs)
+
+    usac_same = verified(CONFIG, same)
+    assert CONFIG.estimator == "usac"
+    assert usac_same >= verified(RANSAC, same) - 1 and usac_same >= len(same) // 3
+    assert verified(CONFIG, other) == 0
 
 
 def test_bad_inputs_are_rejected_with_clear_messages():
@@ -150,6 +173,8 @@ def test_bad_inputs_are_rejected_with_clear_messages():
         GeometryConfig(ratio_test=1.5)
     with pytest.raises(ConfigError, match="min_inliers"):
         GeometryConfig(min_inliers=2)
+    with pytest.raises(ConfigError, match="estimator must be one of"):
+        GeometryConfig(estimator="magsac")
     with pytest.raises(ValueError, match="descriptors must be uint8"):
         LocalFeatures(np.zeros((3, 2), np.float32), np.zeros((3, 32), np.float32), (10, 10))
     with pytest.raises(ValueError, match="3 keypoints but 2 descriptors"):

@@ -349,6 +349,7 @@ def test_geometric_verification_annotates_candidates_with_inliers_and_relative_p
     ({"sequence_length": 0}, "sequence length must be >= 1"),
     ({"sequence_min_velocity": 2.0}, "min_velocity <= max_velocity"),
     ({"sequence_candidates": "all"}, "sequence_candidates: 'all' is not one of"),
+    ({"essential_estimator": "magsac"}, "essential_estimator: 'magsac' is not one of"),
     ({"sequence_normalization": "seqslam"}, "sequence_normalization: 'seqslam' is not one of"),
 ])
 def test_invalid_parameters_make_the_node_refuse_to_start(params, message):

@@ -5,7 +5,7 @@ two views are consistent with one rigid camera motion and estimates that motion.
 
 Pipeline: ORB keypoints/descriptors (storable as plain arrays, so a map database keeps
 them per keyframe) -> brute-force Hamming matching (faiss binary index) with Lowe's ratio test -> points
-normalised with each image's intrinsics -> 5-point essential matrix in RANSAC
+normalised with each image's intrinsics -> 5-point essential matrix in LO-RANSAC (USAC)
 (``cv2.findEssentialMat``) -> ``cv2.recoverPose`` (cheirality) -> relative pose.
 
 Candidates with fewer ratio-test matches (or essential-matrix inliers) than
@@ -65,6 +65,7 @@ ROTATION_MODEL_PREFERENCE = 0.8
 TRANSFER_THRESHOLD_SCALE = float(np.sqrt(5.991 / 3.841))
 ROTATION_RANSAC_MAX_ITERS = 500
 ESSENTIAL_RANSAC_MAX_ITERS = 1000  # OpenCV's default
+ESSENTIAL_ESTIMATORS = {"usac": cv2.USAC_DEFAULT, "ransac": cv2.RANSAC}
 # Rotation hypotheses scored per numpy batch (enough for a good pair's adaptive stop in one go).
 ROTATION_RANSAC_BATCH = 64
 
@@ -99,6 +100,10 @@ class GeometryConfig:
     # RANSAC: max point-to-epipolar-line distance (pixels) and confidence
     ransac_threshold_px: float = 1.5
     ransac_confidence: float = 0.999
+    # essential-matrix robust estimator: "usac" (OpenCV's USAC_DEFAULT: LO-RANSAC with SPRT
+    # model verification) or "ransac" (plain RANSAC). USAC is ~3x faster with rotations at
+    # least as consistent (benchmarks/verification_consistency.py), so it is the default.
+    estimator: str = "usac"
     # a match is "verified" with at least this many inliers
     min_inliers: int = 30
 
@@ -111,6 +116,8 @@ class GeometryConfig:
             raise ConfigError(f"ransac_threshold_px must be > 0, got {self.ransac_threshold_px}")
         if not 0 < self.ransac_confidence < 1:
             raise ConfigError(f"ransac_confidence must be in (0, 1), got {self.ransac_confidence}")
+        if self.estimator not in ESSENTIAL_ESTIMATORS:
+            raise ConfigError(f"estimator must be one of {sorted(ESSENTIAL_ESTIMATORS)}, got {self.estimator!r}")
         if self.min_inliers < MIN_MATCHES_FOR_POSE:
             raise ConfigError(f"min_inliers must be >= {MIN_MATCHES_FOR_POSE}, got {self.min_inliers}")
 
@@ -204,12 +211,11 @@ def verify(
     # A verifiable pair has at least min_inliers / matches inliers; RANSAC finds such a
     # model with the configured confidence within max_iters samples, so a wrong candidate
     # with few matches no longer runs OpenCV's 1000 five-point iterations to learn nothing.
-    # (USAC_DEFAULT was 5-10x faster but changed inliers by up to 80 % on real pairs.)
     max_iters = min(ESSENTIAL_RANSAC_MAX_ITERS,
                     _ransac_iterations(config.ransac_confidence, config.min_inliers / len(iq), sample_size=5))
     E, mask = cv2.findEssentialMat(
-        pq, pc, np.eye(3), method=cv2.RANSAC, prob=config.ransac_confidence, threshold=threshold,
-        maxIters=max_iters,
+        pq, pc, np.eye(3), method=ESSENTIAL_ESTIMATORS[config.estimator], prob=config.ransac_confidence,
+        threshold=threshold, maxIters=max_iters,
     )
     essential_inliers = 0 if E is None or mask is None else int(mask.sum())
     if essential_inliers < max(config.min_inliers, MIN_MATCHES_FOR_POSE):
