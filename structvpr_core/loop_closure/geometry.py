@@ -101,7 +101,7 @@ class GeometryConfig:
     ransac_threshold_px: float = 1.5
     ransac_confidence: float = 0.999
     # essential-matrix robust estimator: "usac" (OpenCV's USAC_DEFAULT: LO-RANSAC with SPRT
-    # model verification) or "ransac" (plain RANSAC). USAC is ~3x faster with rotations at
+    # model verification) or "ransac" (plain RANSAC). USAC is 2.4x faster with rotations at
     # least as consistent (benchmarks/verification_consistency.py), so it is the default.
     estimator: str = "usac"
     # a match is "verified" with at least this many inliers
