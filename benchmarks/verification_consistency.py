@@ -28,7 +28,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
@@ -36,13 +35,14 @@ from structvpr_core.io_utils import atomic_write_text
 from structvpr_core.loop_closure.geometry import (
     ESSENTIAL_ESTIMATORS, GeometryConfig, LocalFeatures, extract_features, rotation_angle_deg, verify,
 )
+from structvpr_core.data.images import read_rgb
 from structvpr_core.paths import shared_dir
+from structvpr_core.runtime.preprocess import resize_rgb
 from structvpr_core.runtime.threads import set_compute_threads
 
 
 def frame(name: str) -> np.ndarray:
-    bgr = cv2.imread(str(shared_dir() / "data/gardenspoint" / f"{name}.jpg"))
-    return cv2.cvtColor(cv2.resize(bgr, (640, 480), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+    return resize_rgb(read_rgb(shared_dir() / "data/gardenspoint" / f"{name}.jpg"), (640, 480))
 
 
 def triplets(step: int) -> list[tuple[str, str, str]]:

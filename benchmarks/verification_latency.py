@@ -24,20 +24,20 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import cv2
 
 from structvpr_core.io_utils import atomic_write_text
 from structvpr_core.loop_closure.geometry import GeometryConfig, extract_features, verify_many
 from structvpr_core.models.shipped import DEFAULT_MODEL, find_checkpoint
+from structvpr_core.data.images import read_rgb
 from structvpr_core.paths import shared_dir
+from structvpr_core.runtime.preprocess import resize_rgb
 from structvpr_core.runtime.encoder import load_encoder
 from structvpr_core.runtime.threads import apply_in_this_thread, set_compute_threads
 
 
 
 def frame(traversal: str, number: int):
-    bgr = cv2.imread(str(shared_dir() / "data/gardenspoint" / traversal / f"Image{number:03d}.jpg"))
-    return cv2.cvtColor(cv2.resize(bgr, (640, 480), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+    return resize_rgb(read_rgb(shared_dir() / "data/gardenspoint" / traversal / f"Image{number:03d}.jpg"), (640, 480))
 
 
 def ms_since(t0: float) -> float:

@@ -20,9 +20,9 @@ import torch
 
 from structvpr_core.cli import parse_size
 from structvpr_core.data.datasets import gardenspoint
-from structvpr_core.models.branches import ModelConfig, RGBBranch
+from structvpr_core.models.branches import RGBBranch
 from structvpr_core.models.checkpoint import load_checkpoint
-from structvpr_core.runtime.encoder import IMAGENET_LITE0_LEVELS
+from structvpr_core.runtime.encoder import IMAGENET_LITE0_LEVELS, baseline_network
 from structvpr_core.train.data import make_banks
 from structvpr_core.train.evaluation import split_recalls
 
@@ -31,9 +31,7 @@ CONDITIONS = [(split, queries) for split in ("train", "val") for queries in ("da
 
 def load_models(spec: str, seeds: list[int], size: tuple[int, int]) -> list[RGBBranch]:
     if spec in IMAGENET_LITE0_LEVELS:
-        model = RGBBranch(ModelConfig("rgb", size, mc_levels=IMAGENET_LITE0_LEVELS[spec], trunk="efficientnet-lite0"))
-        model.load_imagenet()
-        return [model.eval()]
+        return [baseline_network(spec, size)[0].eval()]
     return [load_checkpoint(spec.format(seed=seed), expect_branch="rgb")[0] for seed in seeds]
 
 

@@ -53,33 +53,45 @@ class RawPixelEncoder:
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
 
-def load_encoder(spec: str, device: str = "auto", input_size: tuple[int, int] | None = None, seed: int = 0,
-                 runtime: str = "auto", precision: str = "auto") -> Encoder:
-    """``spec`` = a checkpoint path, or a baseline name (``BASELINES``).
+def baseline_network(spec: str, size: tuple[int, int], seed: int = 0):
+    """A network baseline (``BASELINES`` but raw-pixel) as ``(RGBBranch at size, name)``.
 
     imagenet-mobilenetv2: the paper's MC student (MobileNetV2, 448-d) with the ImageNet weights
     of the shared coral TFLite model, untrained for places.
+    """
+    import torch
+
+    from structvpr_core.models.branches import ModelConfig, RGBBranch
+
+    size = tuple(size)
+    if spec == "random-mobilenetv2":
+        torch.manual_seed(seed)  # the baseline must be the same network every run
+        return RGBBranch(ModelConfig("rgb", size)), f"random-mobilenetv2-seed{seed}"
+    if spec == "imagenet-mobilenetv2":
+        model = RGBBranch(ModelConfig("rgb", size, padding="tf-same"))
+        model.load_imagenet("coral")
+        return model, "imagenet-mobilenetv2-coral"
+    if spec in IMAGENET_LITE0_LEVELS:
+        model = RGBBranch(ModelConfig("rgb", size, mc_levels=IMAGENET_LITE0_LEVELS[spec], trunk="efficientnet-lite0"))
+        model.load_imagenet()
+        return model, spec
+    raise ValueError(f"'{spec}' is not a network baseline {[b for b in BASELINES if b != 'raw-pixel']}")
+
+
+def load_encoder(spec: str, device: str = "auto", input_size: tuple[int, int] | None = None, seed: int = 0,
+                 runtime: str = "auto", precision: str = "auto") -> Encoder:
+    """``spec`` = a checkpoint path, or a baseline name (``BASELINES``; see ``baseline_network``).
+
     ``runtime`` / ``precision``: the network's inference path (structvpr_core.runtime.inference).
     """
     if spec == "raw-pixel":
         return RawPixelEncoder()  # no torch import: it takes seconds and the baseline needs none
-    import torch
-
-    from structvpr_core.models.branches import ModelConfig, RGBBranch
     from structvpr_core.models.checkpoint import load_checkpoint
     from structvpr_core.runtime.network import NetworkEncoder
 
-    size = tuple(input_size or DEFAULT_BASELINE_SIZE)
-    if spec == "random-mobilenetv2":
-        torch.manual_seed(seed)  # the baseline must be the same network every run
-        model, name = RGBBranch(ModelConfig("rgb", size)), f"random-mobilenetv2-seed{seed}"
-    elif spec == "imagenet-mobilenetv2":
-        model, name = RGBBranch(ModelConfig("rgb", size, padding="tf-same")), "imagenet-mobilenetv2-coral"
-        model.load_imagenet("coral")
-    elif spec in IMAGENET_LITE0_LEVELS:
-        model = RGBBranch(ModelConfig("rgb", size, mc_levels=IMAGENET_LITE0_LEVELS[spec], trunk="efficientnet-lite0"))
-        model.load_imagenet()
-        name = spec
+    if spec in BASELINES:
+        size = tuple(input_size or DEFAULT_BASELINE_SIZE)
+        model, name = baseline_network(spec, size, seed)
     else:
         path = find_checkpoint(spec)
         if path is None:
