@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 import torch
 
-from structvpr_core.cli import parse_size
+from structvpr_core.arguments import parse_size
 from structvpr_core.data.datasets import gardenspoint, nordland64
 from structvpr_core.evaluation.evaluate import evaluate_place_set
 from structvpr_core.io_utils import atomic_write_bytes, atomic_write_text

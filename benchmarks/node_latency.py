@@ -72,7 +72,7 @@ from structvpr_core.runtime.options import PRECISIONS, add_inference_arguments
 from structvpr_core.runtime.threads import apply_in_this_thread, set_compute_threads
 from structvpr_core.paths import shared_dir
 from structvpr_ros import bag_io
-from structvpr_core.cli import add_sequence_arguments, parse_size
+from structvpr_core.arguments import add_sequence_arguments, parse_size
 from structvpr_core.progress import progress
 from structvpr_core.retrieval.build_map import add_encoded
 from structvpr_ros.make_bag import write_bag

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from structvpr_core.cli import parse_size
+from structvpr_core.arguments import parse_size
 from structvpr_core.data.datasets import nordland64
 from structvpr_core.data.images import read_rgb
 from structvpr_core.io_utils import atomic_write_text

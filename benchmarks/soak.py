@@ -46,7 +46,7 @@ import numpy as np
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from structvpr_core.cli import parse_size
+from structvpr_core.arguments import parse_size
 from structvpr_core.data.images import read_rgb
 from structvpr_core.io_utils import atomic_write_text
 from structvpr_core.paths import shared_dir

@@ -17,7 +17,7 @@ import time
 import numpy as np
 import torch
 
-from structvpr_core.cli import parse_size
+from structvpr_core.arguments import parse_size
 from structvpr_core.data.datasets import nordland64
 from structvpr_core.io_utils import atomic_write_text
 from structvpr_core.models.branches import ModelConfig, RGBBranch, SegBranch, Transform, triplet_loss

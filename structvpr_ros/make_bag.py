@@ -26,7 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from structvpr_core.cli import parse_frame_range
+from structvpr_core.arguments import parse_frame_range
 from structvpr_core.data import sequence
 from structvpr_core.data.images import read_rgb
 from structvpr_core.progress import progress

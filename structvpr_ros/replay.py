@@ -73,7 +73,7 @@ from structvpr_core.progress import progress
 from structvpr_core.runtime.options import add_inference_arguments
 from structvpr_ros.stamps import ns_to_stamp, stamp_to_ns
 from structvpr_ros import bag_io
-from structvpr_core.cli import add_sequence_arguments, parse_size, sequence_config_from_args
+from structvpr_core.arguments import add_sequence_arguments, parse_size, sequence_config_from_args
 
 NODE_NAME = "structvpr_node"
 LOOP_TOPIC = f"/{NODE_NAME}/loop_closure"

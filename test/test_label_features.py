@@ -12,7 +12,8 @@ import torch.nn.functional as F
 
 from structvpr_core.config import ConfigError
 from structvpr_core.data.datasets import NORDLAND64_SPLITS
-from structvpr_core.models.branches import ModelConfig, RGBBranch, build_model
+from structvpr_core.models.branches import ModelConfig, RGBBranch
+from structvpr_core.models.factory import build_model
 from structvpr_core.models.checkpoint import load_checkpoint, save_checkpoint
 from structvpr_core.models.label_config import LabelFeatureConfig
 from structvpr_core.models.label_features import LabelAwareModel, LabelPooling, combine, label_concat

@@ -18,7 +18,7 @@ import argparse
 import numpy as np
 import torch
 
-from structvpr_core.cli import parse_size
+from structvpr_core.arguments import parse_size
 from structvpr_core.data.datasets import gardenspoint
 from structvpr_core.models.branches import RGBBranch
 from structvpr_core.models.checkpoint import load_checkpoint

@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from structvpr_core.cli import CliError
+from structvpr_core.arguments import CliError
 from structvpr_core.data.datasets import PlaceSet, gardenspoint, grief_seasons, nordland64
 from structvpr_core.evaluation.metrics import recall_at_n
 from structvpr_core.io_utils import atomic_write, atomic_write_text

@@ -24,7 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
-from structvpr_core.cli import (CliError, add_sequence_arguments, parse_frame_range, parse_size,
+from structvpr_core.arguments import (CliError, add_sequence_arguments, parse_frame_range, parse_size,
                                 sequence_config_from_args)
 from structvpr_core.data.datasets import NORDLAND64_SPLITS, PlaceSet, aligned_folders, csv_poses, nordland64, utm_folders
 from structvpr_core.runtime.encoder import BASELINES, Encoder, encode_paths, load_encoder

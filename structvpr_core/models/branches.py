@@ -234,11 +234,8 @@ class Transform(nn.Linear):
         super().__init__(student_dim, teacher_dim)
 
 
-def build_model(config: ModelConfig) -> nn.Module:
-    if config.label_features is not None:
-        from structvpr_core.models.label_features import LabelAwareModel  # imports this module
-
-        return LabelAwareModel(config)
+def build_branch(config: ModelConfig) -> nn.Module:
+    """The RGB or segmentation branch alone (label-level features: ``models.factory.build_model``)."""
     return RGBBranch(config) if config.branch == "rgb" else SegBranch(config)
 
 

@@ -25,7 +25,8 @@ import torch
 
 from structvpr_core.config import ConfigError, from_dict, to_dict
 from structvpr_core.io_utils import atomic_write_bytes
-from structvpr_core.models.branches import ModelConfig, build_model
+from structvpr_core.models.branches import ModelConfig
+from structvpr_core.models.factory import build_model
 
 FORMAT = "structvpr-checkpoint/2"
 FORMAT_1 = "structvpr-checkpoint/1"  # hash over the weights only: refused, can be upgraded

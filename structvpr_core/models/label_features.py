@@ -137,7 +137,7 @@ class LabelAwareModel(nn.Module):
         if config.label_features is None:
             raise ValueError("LabelAwareModel needs a ModelConfig with label_features")
         self.config = config
-        self.trunk = branches.build_model(replace(config, label_features=None))  # its MC head is the global part
+        self.trunk = branches.build_branch(replace(config, label_features=None))  # its MC head is the global part
         self.global_dim = self.trunk.dim
         self.dim = config.dim
         chans = [config.stage_channels[lvl - 1] for lvl in config.mc_levels]

@@ -31,7 +31,7 @@ from itertools import islice
 
 import numpy as np
 
-from structvpr_core.cli import parse_frame_range, parse_size
+from structvpr_core.arguments import parse_frame_range, parse_size
 from structvpr_core.data import sequence
 from structvpr_core.data.images import read_rgb
 from structvpr_core.loop_closure.geometry import extract_features

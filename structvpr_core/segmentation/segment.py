@@ -23,7 +23,7 @@ import torch
 import yaml
 from tqdm import tqdm  # tqdm.write: a message that leaves a bar intact
 
-from structvpr_core.cli import CliError, parse_size
+from structvpr_core.arguments import CliError, parse_size
 from structvpr_core.config import ConfigError, to_dict
 from structvpr_core.segmentation.deeplab_ade20k import DeepLabADE20K, default_weights
 from structvpr_core.segmentation.espnet import load_espnet

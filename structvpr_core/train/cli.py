@@ -109,7 +109,7 @@ def run_test(cfg, step: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from structvpr_core.cli import CliError
+    from structvpr_core.arguments import CliError
 
     parser = argparse.ArgumentParser(prog="structvpr train", description=__doc__.splitlines()[0])
     add_arguments(parser)

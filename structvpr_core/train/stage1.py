@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 
 from structvpr_core.models.checkpoint import save_checkpoint
-from structvpr_core.models.branches import build_model, triplet_loss
+from structvpr_core.models.branches import triplet_loss
+from structvpr_core.models.factory import build_model
 from structvpr_core.train import distributed, frozen_prefix
 from structvpr_core.train.config import ExperimentConfig
 from structvpr_core.train.data import TripletMiner, load_split, make_banks, trainable_queries
