@@ -75,6 +75,7 @@ from structvpr_ros import bag_io
 from structvpr_core.arguments import add_sequence_arguments, parse_size
 from structvpr_core.progress import progress
 from structvpr_core.retrieval.build_map import add_encoded
+from structvpr_core.loop_closure.local_features import FeatureExtractor
 from structvpr_ros.make_bag import write_bag
 from structvpr_ros.replay import DEFAULT_PARAMS, Recorder, ReplaySession, index_bag, node_overrides
 from structvpr_ros.stamps import ns_to_stamp
@@ -231,7 +232,8 @@ def build_map(model: str, model_size, frames: list[sequence.Frame], camera_size,
     stamps = sequence.sequence_stamps_ns(frames, sequence.DEFAULT_RATE_HZ, sequence.DEFAULT_START_S - HALF_A_YEAR_S)
     items = ((int(s), "camera", f.pose, f.path.name, camera_image(read_rgb(f.path), camera_size))
              for f, s in zip(frames, stamps))
-    add_encoded(db, encoder, items, len(frames), batch_size=16, max_features=1000 if with_features else None)
+    add_encoded(db, encoder, items, len(frames), batch_size=16,
+                extractor=FeatureExtractor("orb", 1000) if with_features else None)
     db.save(out)
     return {"dir": out, "keyframes": len(db), "model": db.model.to_json(), "build_s": time.monotonic() - t0,
             "frames": f"{frames[0].path.parent.name} {frames[0].number}..{frames[-1].number}",

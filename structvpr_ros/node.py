@@ -64,7 +64,7 @@ from structvpr_msgs.msg import LoopClosure
 from visualization_msgs.msg import MarkerArray
 
 from structvpr_core.config import ConfigError
-from structvpr_core.loop_closure.geometry import extract_features
+from structvpr_core.loop_closure.local_features import FeatureExtractor
 from structvpr_core.loop_closure.candidates import KeyframeSelector, LoopDetector, PoseBuffer
 from structvpr_core.retrieval.map_database import MapDatabase, MapError, ModelIdentity, open_map
 from structvpr_core.runtime.threads import apply_in_this_thread, set_compute_threads
@@ -149,6 +149,9 @@ class StructVPRNode(Node):
             self.config = cfg = self._declare_and_read_parameters()
             self._load_model_and_map()
             self.detector = LoopDetector(self.db, cfg.loop_closure_config(), cfg.intrinsics())
+            # the verification_features extractor (XFeat loads its network once, here)
+            self._extract_features = (FeatureExtractor.from_config(cfg.loop_closure_config().geometry)
+                                      if cfg.verification != "off" else None)
             self.keyframes = KeyframeSelector(cfg.keyframe_min_interval_s, cfg.keyframe_min_distance_m)
             self.poses = PoseBuffer(cfg.odom_max_offset_s)
         except (ConfigError, OSError, ValueError, RuntimeError) as e:
@@ -217,6 +220,11 @@ class StructVPRNode(Node):
             self.db = open_map(cfg.map_dir, identity, create=cfg.mode == "mapping")
         except MapError as e:
             raise ConfigError(f"map_dir: {e}") from None
+        kind = self.db.feature_kind
+        if cfg.verification != "off" and kind not in (None, cfg.verification_features):
+            raise ConfigError(f"verification_features: the map {cfg.map_dir} holds {kind} features, "
+                              f"verification_features is '{cfg.verification_features}' (set it to '{kind}', or "
+                              f"rebuild the map: build-map --with-features --features {cfg.verification_features})")
         self._warn_if_unverifiable()
         if cfg.sequence_length > 1 and self.db.index.kind != "flat":
             raise ConfigError(f"sequence_length: sequence matching scores every keyframe and needs a map with "
@@ -233,7 +241,7 @@ class StructVPRNode(Node):
         if missing:
             self.get_logger().warning(
                 f"verification '{self.config.verification}': {missing} of {len(self.db)} map keyframes have no "
-                f"ORB features and cannot be verified (build the map with --with-features)")
+                f"local features and cannot be verified (build the map with --with-features)")
 
     def _setup_ros_interfaces(self) -> None:
         cfg = self.config
@@ -348,7 +356,7 @@ class StructVPRNode(Node):
                                    f"model {self.encoder.name} gives it no descriptor")
                 return
             started = time.perf_counter()
-            features = extract_features(rgb, cfg.max_features) if cfg.verification != "off" else None
+            features = self._extract_features(rgb) if self._extract_features is not None else None
             extraction_ms = (time.perf_counter() - started) * 1e3
             query_id = len(self.db) if mapping else frame.number
             detection = self.detector.detect(descriptor, stamp_ns, exclude_recent=mapping, features=features)

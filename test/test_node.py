@@ -24,7 +24,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from structvpr_core.runtime.encoder import RawPixelEncoder
-from structvpr_core.loop_closure.geometry import Verification
+from structvpr_core.loop_closure.geometry import Verification, extract_features
 from structvpr_core.data.images import read_rgb
 from structvpr_core.retrieval.map_database import MapDatabase, ModelIdentity
 from structvpr_core.retrieval.sequence import SequenceConfig, SequenceMatcher, similarity_row, top_k
@@ -349,7 +349,9 @@ def test_geometric_verification_annotates_candidates_with_inliers_and_relative_p
     ({"sequence_length": 0}, "sequence length must be >= 1"),
     ({"sequence_min_velocity": 2.0}, "min_velocity <= max_velocity"),
     ({"sequence_candidates": "all"}, "sequence_candidates: 'all' is not one of"),
-    ({"essential_estimator": "magsac"}, "essential_estimator: 'magsac' is not one of"),
+    ({"essential_estimator": "lmeds"}, "essential_estimator: 'lmeds' is not one of"),
+    ({"verification_features": "sift"}, "verification_features: 'sift' is not one of"),
+    ({"xfeat_min_cosine": 2.0}, "min_cosine must be in"),
     ({"sequence_normalization": "seqslam"}, "sequence_normalization: 'seqslam' is not one of"),
 ])
 def test_invalid_parameters_make_the_node_refuse_to_start(params, message):
@@ -365,6 +367,38 @@ def test_a_map_built_with_another_model_is_refused(tmp_path, nordland):
     with ros_context() as context:
         with pytest.raises(StartupError, match="was built with model 'some-other-network'"):
             StructVPRNode(context=context, parameter_overrides=overrides(**BASE, map_dir=str(tmp_path / "map")))
+
+
+def test_a_map_with_another_local_feature_kind_is_refused(tmp_path, shared):
+    rgb = read_rgb(shared / "data/gardenspoint/day_right/Image010.jpg")
+    orb_map = MapDatabase(ModelIdentity.of_encoder(RawPixelEncoder(), "raw-pixel"))
+    orb_map.add(RawPixelEncoder().encode([rgb])[0], 0, "camera", features=extract_features(rgb, 500))
+    orb_map.save(tmp_path / "map")
+    with ros_context() as context:
+        with pytest.raises(StartupError, match="verification_features: the map .* holds orb features, "
+                                               "verification_features is 'xfeat'"):
+            StructVPRNode(context=context, parameter_overrides=overrides(
+                **BASE, map_dir=str(tmp_path / "map"), mode="localization", verification="annotate",
+                verification_features="xfeat"))
+
+
+def test_xfeat_verification_verifies_a_night_query_against_the_right_day_keyframe(shared):
+    # Gardens Point night_right 10 is day_right 10 (ORB cannot verify this pair: too few inliers)
+    def frame(name):
+        return cv2.resize(read_rgb(shared / f"data/gardenspoint/{name}.jpg"), (640, 480), interpolation=cv2.INTER_AREA)
+
+    with ros_context() as context:
+        node, client = _start(context, verification="annotate", verification_features="xfeat",
+                              essential_estimator="magsac", min_inliers=15, score_threshold=-1.0,
+                              exclude_recent_s=0.0)
+        for i, n in enumerate((10, 70, 130)):
+            client.send_image(image_msg(frame(f"day_right/Image{n:03d}"), (1 + i) * NS_PER_S))
+        assert node.db.feature_kind == "xfeat" and len(node.db.keyframe(0).features) == 1000
+        msg = client.send_image(image_msg(frame("night_right/Image010"), 10 * NS_PER_S))
+        verified = [c.map_id for c in msg.candidates if c.verified]
+        assert verified == [0], [(c.map_id, c.inliers) for c in msg.candidates]
+        assert next(c for c in msg.candidates if c.map_id == 0).has_relative_pose
+        node.destroy_node()
 
 
 def test_relocalization_composes_the_verified_camera_rotation_into_the_base_pose():

@@ -1,7 +1,8 @@
 """``structvpr build-map``: encode an image folder or a bag's image topic into a map database.
 
 Each image becomes one keyframe: global descriptor (the model's), stamp, camera frame
-id, pose and, with ``--with-features``, ORB features for geometric verification.
+id, pose and, with ``--with-features``, local features for geometric verification
+(``--features orb | xfeat``: the node's ``verification_features`` must name the same kind).
 
 - From a folder (``--images``): stamps come from the poses CSV's ``stamp`` column
   when it has one, else ``start + i / rate`` in file order (the same stamps
@@ -34,7 +35,7 @@ import numpy as np
 from structvpr_core.arguments import parse_frame_range, parse_size
 from structvpr_core.data import sequence
 from structvpr_core.data.images import read_rgb
-from structvpr_core.loop_closure.geometry import extract_features
+from structvpr_core.loop_closure.local_features import FEATURE_KINDS, FeatureExtractor
 from structvpr_core.progress import progress
 from structvpr_core.retrieval.map_database import MapDatabase, ModelIdentity
 from structvpr_core.runtime.encoder import load_encoder
@@ -61,8 +62,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="map directory to write (an existing map there is replaced)")
     parser.add_argument("--resize", help="WxH the network is fed (default: the model's own input size)")
     parser.add_argument("--frame-range", help="A:B, keep frames numbered A..B (--images only)")
-    parser.add_argument("--with-features", action="store_true", help="store ORB features for geometric verification")
-    parser.add_argument("--max-features", type=int, default=1000, help="ORB keypoints per image (default 1000)")
+    parser.add_argument("--with-features", action="store_true", help="store local features for geometric verification")
+    parser.add_argument("--features", choices=FEATURE_KINDS, default="orb",
+                        help="--with-features: local-feature kind (default orb; the node's verification_features)")
+    parser.add_argument("--max-features", type=int, default=1000, help="keypoints per image (default 1000)")
+    parser.add_argument("--xfeat-max-image-width", type=int, default=640,
+                        help="--features xfeat: images are shrunk to this width for the network "
+                             "(default 640, the node's xfeat_max_image_width)")
     parser.add_argument("--rate", type=float, default=sequence.DEFAULT_RATE_HZ,
                         help="--images without CSV stamps: frames per second of the synthetic stamps (default 10)")
     parser.add_argument("--start-stamp", type=float, default=sequence.DEFAULT_START_S,
@@ -78,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.max_features < 1:
         raise ValueError(f"--max-features must be >= 1, got {args.max_features}")
+    if args.xfeat_max_image_width < 64:
+        raise ValueError(f"--xfeat-max-image-width must be >= 64, got {args.xfeat_max_image_width}")
     started = time.perf_counter()
     # inputs first: a wrong folder or topic should not wait for the model to load
     if args.images:
@@ -98,23 +106,28 @@ def run(args: argparse.Namespace) -> int:
     encoder = load_encoder(args.model, args.device, input_size=parse_size(args.resize),
                            runtime=args.runtime, precision=args.precision)
     db = MapDatabase(ModelIdentity.of_encoder(encoder, args.model))
-    add_encoded(db, encoder, items, total, args.batch_size, args.max_features if args.with_features else None)
+    extractor = (FeatureExtractor(args.features, args.max_features, args.xfeat_max_image_width)
+                 if args.with_features else None)
+    add_encoded(db, encoder, items, total, args.batch_size, extractor)
     if not len(db):
         raise ValueError(f"no image could be added to the map{notes.summary() if notes else ''}")
     db.save(args.out)
     with_pose = int((~np.isnan(db.poses).any(axis=1)).sum())
     print(f"map {args.out}: {len(db)} keyframes ({with_pose} with pose"
-          f"{', ORB features' if args.with_features else ''}), model {db.model.describe()}, "
+          f"{f', {args.features} features {db.feature_bytes_per_keyframe() / 1024:.1f} KiB/keyframe' if args.with_features else ''}), "
+          f"model {db.model.describe()}, "
           f"built in {time.perf_counter() - started:.1f} s{notes.summary() if notes else ''}")
     return 0
 
 
-def add_encoded(db: MapDatabase, encoder, items, total: int, batch_size: int, max_features: int | None) -> None:
-    """Encode ``(stamp_ns, frame_id, pose, source, rgb)`` items in batches and add them to ``db``."""
+def add_encoded(db: MapDatabase, encoder, items, total: int, batch_size: int,
+                extractor: FeatureExtractor | None) -> None:
+    """Encode ``(stamp_ns, frame_id, pose, source, rgb)`` items in batches and add them to ``db``
+    (with ``extractor``'s local features when given)."""
     items = iter(items)
     with progress(total=total, desc="building map", unit="img") as bar:
         while batch := list(islice(items, batch_size)):
             stamps, frame_ids, poses, sources, images = zip(*batch)
-            features = [extract_features(img, max_features) for img in images] if max_features else None
+            features = [extractor(img) for img in images] if extractor is not None else None
             db.add_batch(encoder.encode(list(images)), stamps, frame_ids, poses, features, sources)
             bar.update(len(batch))

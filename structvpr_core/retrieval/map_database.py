@@ -2,9 +2,13 @@
 
 A keyframe record holds its id (int64, sequential from 0), capture stamp (ns), camera
 frame id, optional pose (x, y, z, qx, qy, qz, qw; a NaN row when unknown), optional
-ORB features (``geometry.LocalFeatures``: keypoints, descriptors, image size, so
+local features (``local_features.LocalFeatures``: keypoints, descriptors, image size, so
 geometric verification still works after a reload) and an optional ``source`` string
 (the image file or bag message the keyframe came from, for humans and ground truth).
+A map holds one feature kind (``feature_kind``: orb or xfeat): adding features of
+another kind is refused, and the node refuses a map whose kind is not its
+``verification_features``. XFeat keyframes store float16 descriptors (1024 keypoints:
+131 KB + 8 KB of float32 keypoints; float16 keypoints would round to 0.5 px above 1024 px).
 
 The map remembers which model made its descriptors (``ModelIdentity``): descriptors of
 two different networks live in unrelated spaces, so loading a map with another model
@@ -14,7 +18,8 @@ On disk a map is a directory::
 
     index.faiss     DescriptorIndex file (its own content hash)
     keyframes.npz   ids, stamps_ns, poses, frame_ids, sources (no pickled objects)
-    features.npz    concatenated keypoints/descriptors + per-keyframe offsets
+    features.npz    concatenated keypoints/descriptors + per-keyframe offsets + kind
+                    (maps saved before kinds existed have no kind: orb)
     meta.json       format version, model identity, counts, sha256 of the files above
 
 ``save`` writes a sibling temporary directory, fsyncs it, and only then swaps it in
@@ -38,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from structvpr_core.loop_closure.geometry import ORB_DESCRIPTOR_BYTES, LocalFeatures
+from structvpr_core.loop_closure.local_features import DESCRIPTOR_LAYOUTS, LocalFeatures
 from structvpr_core.io_utils import file_sha256
 from structvpr_core.retrieval.index import DescriptorIndex, IndexConfig
 from structvpr_core.retrieval.sequence import similarity_row
@@ -149,6 +154,7 @@ class MapDatabase:
         self._frame_ids: list[str] = list(frame_ids)
         self._sources: list[str] = list(sources)
         self._features: list[LocalFeatures | None] = list(features)
+        self._feature_kind = next((f.kind for f in self._features if f is not None), None)
 
     def train(self, descriptors: np.ndarray) -> None:
         """Fit an ivfpq index before the first ``add`` (no-op for the default flat index)."""
@@ -184,10 +190,15 @@ class MapDatabase:
         for f in features:
             if f is not None and not isinstance(f, LocalFeatures):
                 raise ValueError(f"features must be LocalFeatures or None, got {type(f).__name__}")
+        kinds = {f.kind for f in features if f is not None}
         if n and descriptors.ndim == 2 and descriptors.shape[1] != self.model.dim:
             raise ValueError(f"descriptor dim {descriptors.shape[1]} does not match the map's model "
                              f"{self.model.describe()}")
         with self._lock:
+            if len(kinds) > 1 or (kinds and self._feature_kind not in (None, *kinds)):
+                held = f"the map holds {self._feature_kind} features" if self._feature_kind else "one batch"
+                raise ValueError(f"add_batch: {held}, got {sorted(kinds)} features: a map keeps one "
+                                 f"local-feature kind (build-map --with-features --features KIND)")
             start, end = self._count, self._count + n
             ids = np.arange(start, end, dtype=np.int64)
             self.index.add(descriptors, ids)  # validates shape, finiteness, L2 norm
@@ -200,6 +211,7 @@ class MapDatabase:
             self._frame_ids.extend(frame_ids)
             self._sources.extend(sources)
             self._features.extend(features)
+            self._feature_kind = self._feature_kind or next(iter(kinds), None)
             self._count = end
         return ids
 
@@ -220,6 +232,16 @@ class MapDatabase:
         view = self._poses[: self._count]
         view.flags.writeable = False
         return view
+
+    @property
+    def feature_kind(self) -> str | None:
+        """The local-feature kind of the map's keyframes (orb | xfeat), None when none has features."""
+        return self._feature_kind
+
+    def feature_bytes_per_keyframe(self) -> float:
+        """Mean bytes of local features (keypoints + descriptors) per keyframe that has them."""
+        sizes = [f.nbytes for f in self._features if f is not None]
+        return float(np.mean(sizes)) if sizes else 0.0
 
     def keyframe(self, keyframe_id: int) -> Keyframe:
         i = int(keyframe_id)
@@ -296,11 +318,12 @@ class MapDatabase:
         counts = np.array([0 if f is None else len(f.keypoints) for f in self._features], np.int64)
         present = [f for f in self._features if f is not None]
         sizes = np.array([(0, 0) if f is None else f.image_size for f in self._features], np.int64).reshape(n, 2)
-        np.savez(out / "features.npz", has_features=has, image_sizes=sizes,
+        kind = self._feature_kind or "orb"
+        dtype, width = DESCRIPTOR_LAYOUTS[kind]
+        np.savez(out / "features.npz", has_features=has, image_sizes=sizes, kind=np.array(kind),
                  offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
                  keypoints=np.concatenate([f.keypoints for f in present] + [np.empty((0, 2), np.float32)]),
-                 descriptors=np.concatenate([f.descriptors for f in present]
-                                            + [np.empty((0, ORB_DESCRIPTOR_BYTES), np.uint8)]))
+                 descriptors=np.concatenate([f.descriptors for f in present] + [np.empty((0, width), dtype)]))
         for name in FILES:
             _fsync_path(out / name)
         meta = {
@@ -309,6 +332,7 @@ class MapDatabase:
             "index_kind": self.index.kind,
             "counts": {"keyframes": n, "with_pose": int((~np.isnan(self.poses).any(axis=1)).sum()),
                        "with_features": int(has.sum())},
+            "features": {"kind": self._feature_kind, "bytes_per_keyframe": round(self.feature_bytes_per_keyframe())},
             "sha256": {name: file_sha256(out / name) for name in FILES},
         }
         (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
@@ -336,16 +360,21 @@ class MapDatabase:
                 raise MapError(f"map {directory}: {name} is corrupt (content hash differs from meta.json)")
         index = DescriptorIndex.load(directory / "index.faiss")
         keyframes = _load_npz(directory / "keyframes.npz", ("ids", "stamps_ns", "poses", "frame_ids", "sources"))
-        feats = _load_npz(directory / "features.npz", ("has_features", "image_sizes", "offsets", "keypoints", "descriptors"))
+        feats = _load_npz(directory / "features.npz", ("has_features", "image_sizes", "offsets", "keypoints", "descriptors"),
+                          optional=("kind",))
+        kind = str(feats.get("kind", "orb"))  # maps saved before kinds existed hold ORB features
+        if kind not in DESCRIPTOR_LAYOUTS:
+            raise MapError(f"{directory}/features.npz: unknown local-feature kind {kind!r} "
+                           f"(this version knows {list(DESCRIPTOR_LAYOUTS)})")
         n = meta["counts"].get("keyframes")
         if not isinstance(n, int) or n < 0:
             raise MapError(f"{directory}/meta.json: invalid keyframe count {n!r}")
-        _check_consistent(directory, n, model, index, keyframes, feats)
+        _check_consistent(directory, n, model, index, keyframes, feats, kind)
 
         off = feats["offsets"]
         features = [
             LocalFeatures(feats["keypoints"][off[i]:off[i + 1]], feats["descriptors"][off[i]:off[i + 1]],
-                          tuple(int(v) for v in feats["image_sizes"][i]))
+                          tuple(int(v) for v in feats["image_sizes"][i]), kind)
             if feats["has_features"][i] else None
             for i in range(n)
         ]
@@ -465,13 +494,13 @@ def _read_meta(directory: Path) -> dict:
     return meta
 
 
-def _load_npz(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+def _load_npz(path: Path, keys: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as data:
             missing = [k for k in keys if k not in data.files]
             if missing:
                 raise MapError(f"{path}: missing arrays {missing}")
-            return {k: data[k] for k in keys}
+            return {k: data[k] for k in keys + optional if k in data.files}
     except MapError:
         raise
     except Exception as e:  # zipfile/npy errors on a damaged file
@@ -479,7 +508,7 @@ def _load_npz(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
 
 
 def _check_consistent(directory: Path, n: int, model: ModelIdentity, index: DescriptorIndex,
-                      kf: dict[str, np.ndarray], feats: dict[str, np.ndarray]) -> None:
+                      kf: dict[str, np.ndarray], feats: dict[str, np.ndarray], kind: str) -> None:
     def fail(what: str):
         raise MapError(f"map {directory} is inconsistent: {what}")
 
@@ -498,5 +527,8 @@ def _check_consistent(directory: Path, n: int, model: ModelIdentity, index: Desc
     off = feats["offsets"]
     if off[0] != 0 or (np.diff(off) < 0).any() or off[-1] != len(feats["keypoints"]) or off[-1] != len(feats["descriptors"]):
         fail("features.npz offsets do not match its keypoint/descriptor arrays")
-    if feats["keypoints"].dtype != np.float32 or feats["descriptors"].dtype != np.uint8:
-        fail("features.npz keypoints must be float32 and descriptors uint8")
+    dtype, width = DESCRIPTOR_LAYOUTS[kind]
+    desc = feats["descriptors"]
+    if feats["keypoints"].dtype != np.float32 or desc.dtype != dtype or desc.ndim != 2 or desc.shape[1] != width:
+        fail(f"features.npz keypoints must be float32 and {kind} descriptors {dtype} (N, {width}), "
+             f"got {feats['keypoints'].dtype} and {desc.dtype} {desc.shape}")
