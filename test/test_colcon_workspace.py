@@ -90,8 +90,8 @@ def test_installed_node_answers_real_images_with_the_installed_params_file_and_m
     assert f"--params-file {params_file.relative_to(ws.root)}" in ws.node_command
     assert filecmp.cmp(params_file, REPO_ROOT / "config" / "structvpr.yaml", shallow=False)
     params = _installed_params(ws)
-    checkpoint = ws.share / "checkpoints" / params["model"]
-    assert filecmp.cmp(checkpoint, REPO_ROOT / "training" / "checkpoints" / params["model"], shallow=False)
+    checkpoint = ws.share / "checkpoints" / f"{Path(params['model']).stem}.pt"  # the default model, installed
+    assert filecmp.cmp(checkpoint, REPO_ROOT / "training" / "checkpoints" / checkpoint.name, shallow=False)
     # the installed library has no training/checkpoints of its own: the share directory is the only copy
     site = next((ws.install / "structvpr_ros" / "lib").glob("python3*/site-packages"))
     assert (site / "structvpr_core").is_dir() and not (site / "training").exists()
