@@ -66,12 +66,12 @@ def test_readme_block_builds_both_packages_and_the_installed_cli_runs(colcon_wor
     assert "+ install/structvpr_ros/lib/structvpr_ros/structvpr --help" in ws.output  # bash -x trace
     assert "usage: structvpr [-h] COMMAND" in ws.output and "build-map" in ws.output
     # what runs after `. install/setup.bash` is the workspace's copy, not this checkout
-    found = ws.run("python -c 'import importlib.util as u; "
-                   "print(*(u.find_spec(m).origin for m in (\"structvpr_ros\", \"structvpr_core\", \"structvpr_msgs\")))'")
+    installed_by = {"structvpr_ros": "structvpr_ros", "structvpr_core": "structvpr_ros", "structvpr_msgs": "structvpr_msgs"}
+    found = ws.run("python -c 'import importlib.util as u, sys; print(*(u.find_spec(m).origin for m in sys.argv[1:]))' "
+                   + " ".join(installed_by))
     assert found.returncode == 0, found.stdout
-    origins = found.stdout.split()
-    assert [o.startswith(str(ws.install / pkg)) for o, pkg in
-            zip(origins, ["structvpr_ros", "structvpr_ros", "structvpr_msgs"])] == [True] * 3, found.stdout
+    for (module, package), origin in zip(installed_by.items(), found.stdout.split()):
+        assert origin.startswith(f"{ws.install / package}/"), f"{module} imports from {origin}, not the install"
     # the messages built by colcon (ament_cmake + rosidl) load their C type support
     msgs = ws.run("python -c 'from structvpr_msgs.msg import LoopClosure as m; m.__class__.__import_type_support__()'")
     assert msgs.returncode == 0, msgs.stdout
