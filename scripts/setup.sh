@@ -12,10 +12,11 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
 fi
 
-req_hash=$(sha256sum requirements.txt | cut -d' ' -f1)
+req_hash=$(cat requirements.txt requirements-nodeps.txt | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$VENV/.requirements.sha256" 2>/dev/null)" != "$req_hash" ]; then
     echo "[setup] installing pinned requirements (torch is a ~5 GB CUDA build; a few minutes)"
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements.txt
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-nodeps.txt
     echo "$req_hash" > "$VENV/.requirements.sha256"
 else
     echo "[setup] requirements already installed"

@@ -46,21 +46,43 @@ def parse_frame_range(text: str | None) -> tuple[int, int] | None:
     return rng
 
 
-def add_sequence_arguments(parser: argparse.ArgumentParser) -> None:
-    """Sequence-matching options shared by ``eval`` and ``replay``."""
+def add_sequence_arguments(parser: argparse.ArgumentParser, from_params: bool = False) -> None:
+    """Sequence-matching options shared by ``eval`` and ``replay``.
+
+    ``from_params``: every default is None, meaning "the node parameters file's value"
+    (``fill_sequence_arguments``), so a flag overrides the file only when it is given.
+    """
     defaults = SequenceConfig()
+    def default(value):
+        return None if from_params else value
+    note = " (default: the params file's)" if from_params else " (default %(default)s)"
     group = parser.add_argument_group("sequence matching (structvpr_core.retrieval.sequence)")
-    group.add_argument("--sequence-length", type=int, default=1,
-                       help="match the last L queries as a sequence (default 1 = single frame)")
+    group.add_argument("--sequence-length", type=int, default=default(1),
+                       help="match the last L queries as a sequence; 1 = single frame" + note)
     group.add_argument("--sequence-velocity", metavar="MIN:MAX",
-                       default=f"{defaults.min_velocity:g}:{defaults.max_velocity:g}",
-                       help="velocity range, map keyframes per query (default %(default)s)")
-    group.add_argument("--sequence-velocity-steps", type=int, default=defaults.velocity_steps,
-                       help="velocities tried over the range (default %(default)s)")
-    group.add_argument("--sequence-reverse", action="store_true", help="also match the map driven backwards")
-    group.add_argument("--sequence-normalization", choices=("auto", *NORMALIZATIONS), default="auto",
+                       default=default(f"{defaults.min_velocity:g}:{defaults.max_velocity:g}"),
+                       help="velocity range, map keyframes per query" + note)
+    group.add_argument("--sequence-velocity-steps", type=int, default=default(defaults.velocity_steps),
+                       help="velocities tried over the range" + note)
+    group.add_argument("--sequence-reverse", action="store_true", default=default(False),
+                       help="also match the map driven backwards" + (note if from_params else ""))
+    group.add_argument("--sequence-normalization", choices=("auto", *NORMALIZATIONS), default=default("auto"),
                        help="similarity-row normalisation; auto = the measured one for the model "
-                            "(local_contrast for raw-pixel, none for learned descriptors)")
+                            "(local_contrast for raw-pixel, none for learned descriptors)" + note)
+
+
+def fill_sequence_arguments(args: argparse.Namespace, params: dict) -> None:
+    """Sequence options not given on the command line take the node parameters' values."""
+    if args.sequence_length is None:
+        args.sequence_length = int(params["sequence_length"])
+    if args.sequence_velocity is None:
+        args.sequence_velocity = f"{params['sequence_min_velocity']}:{params['sequence_max_velocity']}"
+    if args.sequence_velocity_steps is None:
+        args.sequence_velocity_steps = int(params["sequence_velocity_steps"])
+    if args.sequence_reverse is None:
+        args.sequence_reverse = bool(params["sequence_reverse"])
+    if args.sequence_normalization is None:
+        args.sequence_normalization = str(params["sequence_normalization"])
 
 
 def sequence_config_from_args(args: argparse.Namespace, model: str) -> SequenceConfig:

@@ -54,9 +54,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -64,27 +67,32 @@ from pathlib import Path
 
 import numpy as np
 
+from structvpr_core.arguments import (CliError, add_sequence_arguments, fill_sequence_arguments, parse_size,
+                                      sequence_config_from_args)
 from structvpr_core.config import load_yaml
+from structvpr_core.evaluation import ground_truth
+from structvpr_core.evaluation.loop_scoring import QueryOutcome, score_run, summary_line
+from structvpr_core.evaluation.metrics import plot_pr
 from structvpr_core.io_utils import atomic_write_text
-from structvpr_core.retrieval.map_database import MapDatabase
-from structvpr_core.evaluation.metrics import plot_pr, pr_auc, pr_curve, recall_at_100_precision, recall_at_n
 from structvpr_core.paths import REPO_ROOT
 from structvpr_core.progress import progress
+from structvpr_core.retrieval.map_database import MapDatabase
 from structvpr_core.runtime.options import add_inference_arguments
-from structvpr_ros.stamps import ns_to_stamp, stamp_to_ns
 from structvpr_ros import bag_io
-from structvpr_core.arguments import add_sequence_arguments, parse_size, sequence_config_from_args
+from structvpr_ros.stamps import ns_to_stamp, stamp_to_ns
 
 NODE_NAME = "structvpr_node"
 LOOP_TOPIC = f"/{NODE_NAME}/loop_closure"
 DEFAULT_PARAMS = REPO_ROOT / "config" / "structvpr.yaml"
-RECALL_NS = (1, 5, 10, 20)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bag", required=True,
                         help="rosbag2 directory or ROS 1 .bag file (images, optionally odometry)")
-    parser.add_argument("--map", required=True, help="map directory (structvpr build-map)")
+    parser.add_argument("--mode", choices=("localization", "mapping"), default="localization",
+                        help="localization: query a fixed --map; mapping: one run that builds its map as it goes "
+                             "(empty, or starting from a copy of --map) and is scored on its own revisits")
+    parser.add_argument("--map", help="map directory (structvpr build-map); required for localization")
     parser.add_argument("--model", required=True, help="checkpoint file, or baseline raw-pixel | random-mobilenetv2")
     parser.add_argument("--params", default=str(DEFAULT_PARAMS), help="node parameters YAML (default config/structvpr.yaml)")
     parser.add_argument("--topic", help="image topic in the bag (default: its only Image/CompressedImage topic)")
@@ -99,15 +107,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--answer-timeout", type=float, default=10.0,
                         help="seconds to wait for an image's answer before giving it up (default 10)")
     parser.add_argument("--gt", default="poses",
-                        help="'poses' (bag odometry vs map poses), a CSV file query_stamp_ns,map_id, or 'none' "
-                             "(replay and report latency, drops and candidates without scoring)")
+                        help="'poses' (bag odometry vs map poses; mapping: vs the run's earlier keyframes outside "
+                             "the exclusion window), a file, or 'none' (replay and report latency, drops and "
+                             "candidates without scoring). Files: localization, CSV query_stamp_ns,map_id; mapping, "
+                             "CSV stamp_a_ns,stamp_b_ns (pairs of bag images at the same place) or a loop matrix "
+                             "over the bag's images (.npy / .csv / .txt, nonzero = same place)")
     parser.add_argument("--gt-radius", type=float, nargs="+", default=[25.0],
                         help="pose ground truth: correct if within this distance; several values = several "
                              "reports (default 25; Nordland frame units: 10 = soft, 0 = exact frame)")
     parser.add_argument("--separate-process", action="store_true", help="run the node as its own process")
     parser.add_argument("--out", default="replay_report.json", help="JSON report (default replay_report.json)")
     parser.add_argument("--plot", help="PR-curve PNG (default: next to --out, <stem>_pr.png)")
-    add_sequence_arguments(parser)
+    add_sequence_arguments(parser, from_params=True)
 
 
 # ------------------------------------------------------------------ bag index
@@ -163,111 +174,115 @@ def _bag_topic(reader, topic: str | None, types: tuple[str, ...], what: str, req
 
 
 @dataclass
+class PublishedCandidate:
+    map_id: int
+    score: float  # cosine, or sequence score when sequence_match
+    inliers: int  # -1: not verified
+    verified: bool
+    sequence_match: bool
+
+
+@dataclass
 class Answer:
     received: float  # time.monotonic()
     stamp_ns: int  # LoopClosure header stamp: the image's (its arrival time when it had none)
-    query_id: int  # in localization mode, the image's number among those the node received
-    candidates: list[tuple[int, float]]  # (map id, score), best first
+    query_id: int  # localization: the image's number among those the node received; mapping: its map id
+    candidates: list[PublishedCandidate]  # best first
 
 
-def ground_truth_from_poses(index: BagIndex, db: MapDatabase, radius: float) -> list[np.ndarray]:
-    """Per image: ids of map keyframes within ``radius`` of the image's odometry position."""
-    if radius < 0:
-        raise ValueError(f"--gt-radius must be >= 0, got {radius}")
+def bag_positions(index: BagIndex) -> np.ndarray:
+    """(N, 3) odometry position per image; refuses a bag where some image has none."""
     missing = sum(p is None for p in index.poses)
     if missing:
         where = f"odometry on {index.odom_topic}" if index.odom_topic else "an odometry topic"
         raise ValueError(f"--gt poses: {missing} of {len(index.poses)} images have no pose ({where} within "
                          f"{index.odom_max_offset_s:g} s of their stamp); make the bag with poses, give --gt FILE, "
                          f"or replay without scoring with --gt none")
-    map_xyz = db.poses[:, :3]
-    known = ~np.isnan(map_xyz).any(axis=1)
-    if not known.any():
-        raise ValueError("--gt poses: the map's keyframes have no poses; build it with poses, give --gt FILE, "
-                         "or replay without scoring with --gt none")
-    ids = np.flatnonzero(known)
-    out = []
-    for pose in index.poses:
-        dist = np.linalg.norm(map_xyz[ids] - pose[:3], axis=1)
-        out.append(ids[dist <= radius])
+    return np.array([p[:3] for p in index.poses], np.float64)
+
+
+def localization_truth(args, index: BagIndex, db: MapDatabase) -> dict[str, list[np.ndarray]]:
+    if args.gt == "none":
+        return {}
+    if args.gt == "poses":
+        positions = bag_positions(index)
+        if np.isnan(db.poses[:, :3]).any(axis=1).all():
+            raise ValueError("--gt poses: the map's keyframes have no poses; build it with poses, give --gt FILE, "
+                             "or replay without scoring with --gt none")
+        return {f"poses, radius {r:g}": ground_truth.within_radius(positions, db.poses[:, :3], r)
+                for r in args.gt_radius}
+    return {f"file {Path(args.gt).name}": ground_truth.map_ids_csv(Path(args.gt), index.stamps_ns, len(db))}
+
+
+def mapping_truth(args, index: BagIndex, start: MapDatabase | None, answers: list[Answer | None],
+                  exclude_recent_s: float) -> dict[str, list[np.ndarray]]:
+    """Per image, the map ids of its true revisits: keyframes that entered the map before it (the
+    starting map's, then the run's), within the radius, older than the exclusion window."""
+    if args.gt == "none":
+        return {}
+    n0 = 0 if start is None else len(start)
+    map_ids = [None if a is None else a.query_id for a in answers]
+    if args.gt != "poses":
+        path = Path(args.gt)
+        partners = (ground_truth.pairs_csv(path, index.stamps_ns) if path.suffix == ".csv" and _has_pair_header(path)
+                    else ground_truth.loop_matrix(path, len(index.stamps_ns)))
+        return {f"file {path.name}": ground_truth.revisits_from_partners(partners, map_ids, index.stamps_ns,
+                                                                         exclude_recent_s)}
+    positions = bag_positions(index)
+    # keyframes in map order: the starting map's rows, then the images the node answered (their map ids)
+    stamps = np.full(n0 + len(answers), np.iinfo(np.int64).max, np.int64)
+    xyz = np.full((n0 + len(answers), 3), np.nan)
+    if start is not None:
+        stamps[:n0], xyz[:n0] = start.stamps_ns, start.poses[:, :3]
+    for k, a in enumerate(answers):
+        if a is not None:
+            stamps[a.query_id], xyz[a.query_id] = index.stamps_ns[k], positions[k]
+    out = {}
+    for r in args.gt_radius:
+        per_id = ground_truth.revisits(stamps, xyz, r, exclude_recent_s)
+        out[f"poses, radius {r:g}"] = [np.empty(0, np.int64) if a is None else per_id[a.query_id] for a in answers]
     return out
 
 
-def ground_truth_from_file(path: Path, index: BagIndex, db: MapDatabase) -> list[np.ndarray]:
-    """CSV ``query_stamp_ns,map_id``: one row per correct (query image, map keyframe) pair.
+def _has_pair_header(path: Path) -> bool:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return "stamp_a_ns" in f.readline()
 
-    A stamp names every image with that stamp (the index's: record time for unstamped ones).
+
+def outcome(answer: Answer | None, params: dict) -> QueryOutcome | None:
+    """What the node published for one image, scored at the params file's thresholds.
+
+    The node ran with its score thresholds open (replay sweeps them); the candidate it would
+    have published at the file's parameters is the first that passes them, since the
+    thresholds only remove candidates from the ranked list. With verification the sweep runs
+    over the inliers of the candidates that pass the score thresholds; without, over the score.
     """
-    import csv
-
-    if not path.is_file():
-        raise FileNotFoundError(f"ground-truth file not found: {path}")
-    by_stamp: dict[int, list[int]] = {s: [] for s in index.stamps_ns}
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames is None or not {"query_stamp_ns", "map_id"} <= set(reader.fieldnames):
-            raise ValueError(f"{path}: expected the header query_stamp_ns,map_id, got {reader.fieldnames}")
-        for row in reader:
-            where = f"{path}:{reader.line_num}"
-            try:
-                stamp, map_id = int(row["query_stamp_ns"]), int(row["map_id"])
-            except (TypeError, ValueError):
-                raise ValueError(f"{where}: query_stamp_ns and map_id must be integers, got {row}") from None
-            if stamp not in by_stamp:
-                raise ValueError(f"{where}: no image in the bag has stamp {stamp} ns")
-            if not 0 <= map_id < len(db):
-                raise ValueError(f"{where}: map id {map_id} is not in the map (ids 0..{len(db) - 1})")
-            by_stamp[stamp].append(map_id)
-    return [np.unique(np.array(by_stamp[s], np.int64)) for s in index.stamps_ns]
-
-
-def score(positives: list[np.ndarray], answers: list[Answer | None], top_k: int, threshold: float) -> dict:
-    """Recall@N, PR over the top-1 score, AUC, recall@100% precision, operating point at ``threshold``."""
-    width = max([top_k] + [len(a.candidates) for a in answers if a is not None])
-    ranked = np.full((len(answers), width), -1, np.int64)
-    for q, a in enumerate(answers):
-        if a is not None:
-            ranked[q, : len(a.candidates)] = [i for i, _ in a.candidates]
-    with_match = sum(len(p) > 0 for p in positives)
-    result = {"queries": len(answers), "queries_with_match": with_match}
-    if with_match == 0:
-        result["error"] = "no query has a true match in the map: recall is undefined"
-        return result
-    recalls = recall_at_n(ranked, positives, [n for n in RECALL_NS if n <= width])
-    result["recall_at_n"] = {str(n): r for n, r in recalls.recalls.items()}
-    top = [(q, a.candidates[0]) for q, a in enumerate(answers) if a is not None and a.candidates]
-    if not top:
-        result.update(pr_auc=0.0, recall_at_100_precision=0.0, pr_curve=None)
-        return result
-    scores = np.array([s for _, (_, s) in top])
-    correct = np.array([i in positives[q] for q, (i, _) in top])
-    curve = pr_curve(scores, correct, with_match)
-    accepted = scores >= threshold
-    result.update(
-        pr_auc=pr_auc(curve),
-        recall_at_100_precision=recall_at_100_precision(curve),
-        at_score_threshold={
-            "threshold": threshold,
-            "accepted": int(accepted.sum()),
-            "precision": float(correct[accepted].mean()) if accepted.any() else None,
-            "recall": float(correct[accepted].sum() / with_match),
-        },
-        pr_curve={"precision": curve.precision.tolist(), "recall": curve.recall.tolist(),
-                  "thresholds": curve.thresholds.tolist()},
-    )
-    return result
+    if answer is None:
+        return None
+    def passes(c: PublishedCandidate) -> bool:
+        threshold = params["sequence_score_threshold"] if c.sequence_match else params["score_threshold"]
+        return c.score >= threshold and (params["verification"] != "require" or c.verified)
+    verified_run = any(c.inliers >= 0 for c in answer.candidates)
+    ranked = [c for c in answer.candidates
+              if c.score >= (params["sequence_score_threshold"] if c.sequence_match else params["score_threshold"])
+              ] if verified_run else answer.candidates
+    published = next((c.map_id for c in answer.candidates if passes(c)), None)
+    top = ranked[0] if ranked else None
+    details = {} if top is None else {"score": round(top.score, 4), "inliers": top.inliers}
+    return QueryOutcome([(c.map_id, float(c.inliers) if verified_run else c.score) for c in ranked], published, details)
 
 
 # ------------------------------------------------------------------ running the node
 
 
-def node_overrides(args, index: BagIndex, db: MapDatabase) -> dict:
-    size = parse_size(args.resize) if args.resize else db.model.input_size
+def node_overrides(args, index: BagIndex, db: MapDatabase | None, map_dir: str) -> dict:
+    """What replay sets on top of the params file (``args`` sequence options already filled from it)."""
+    size = parse_size(args.resize) if args.resize else (db.model.input_size if db is not None else None)
     compressed = index.image_type.endswith("CompressedImage")
     sequence = sequence_config_from_args(args, args.model)
     return {
-        "mode": "localization",
-        "map_dir": str(Path(args.map).absolute()),
+        "mode": args.mode,
+        "map_dir": map_dir,
         "model": args.model,
         "input_width": int(size[0]) if size else 0,
         "input_height": int(size[1]) if size else 0,
@@ -281,6 +296,7 @@ def node_overrides(args, index: BagIndex, db: MapDatabase) -> dict:
         "score_threshold": -1.0,
         "keyframe_min_interval_s": 0.0,
         "keyframe_min_distance_m": 0.0,
+        "consistency_k": 1,
         "sequence_length": sequence.length,
         "sequence_min_velocity": sequence.min_velocity,
         "sequence_max_velocity": sequence.max_velocity,
@@ -365,7 +381,8 @@ class Recorder:
 
     def on_loop_closure(self, msg) -> None:
         answer = Answer(time.monotonic(), stamp_to_ns(msg.header.stamp), int(msg.query_id),
-                        [(int(c.map_id), float(c.score)) for c in msg.candidates])
+                        [PublishedCandidate(int(c.map_id), float(c.score), int(c.inliers), bool(c.verified),
+                                            bool(c.sequence_match)) for c in msg.candidates])
         with self.changed:
             self.answers.setdefault(answer.stamp_ns if self.by_stamp else answer.query_id, answer)
             self.changed.notify_all()
@@ -561,37 +578,50 @@ def _wait_for_answers(session: ReplaySession, awaiting: list[tuple[int, float]],
 
 
 def run(args: argparse.Namespace) -> int:
-    bag, map_dir, params_file = Path(args.bag), Path(args.map), Path(args.params)
+    bag, params_file = Path(args.bag), Path(args.params)
     if args.max_in_flight < 0 or args.rate_scale < 0 or args.answer_timeout <= 0:
         raise ValueError("--max-in-flight and --rate-scale must be >= 0 and --answer-timeout > 0")
+    if args.mode == "localization" and not args.map:
+        raise CliError("--map is required in localization mode (mapping mode may start without one)")
     if not params_file.is_file():
         raise FileNotFoundError(f"node parameters file not found: {params_file}")
     node_params = _node_params(params_file)
-    db = MapDatabase.load(map_dir)
-    index = index_bag(bag, args.topic, args.odom_topic, float(node_params["odom_max_offset_s"]))
-    if args.gt == "none":
-        truths = {}
-    elif args.gt == "poses":
-        truths = {f"poses, radius {r:g}": ground_truth_from_poses(index, db, r) for r in args.gt_radius}
-    else:
-        truths = {f"file {Path(args.gt).name}": ground_truth_from_file(Path(args.gt), index, db)}
-    overrides = node_overrides(args, index, db)
+    fill_sequence_arguments(args, node_params)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    _check_output(out)
+    db = MapDatabase.load(args.map) if args.map else None
+    index = index_bag(bag, args.topic, args.odom_topic, float(node_params["odom_max_offset_s"]))
+    if args.mode == "mapping" and not index.match_by_stamp:
+        raise ValueError(f"{bag}: mapping-mode replay matches answers to images by stamp, and some images have "
+                         f"stamp 0 or share one")
+    truths = localization_truth(args, index, db) if args.mode == "localization" else None
+    if args.mode == "mapping" and args.gt == "poses":
+        bag_positions(index)  # refuse a bag without poses before playing it
     log_path = out.with_name(f"{out.stem}_node.log")
-
-    run_info = play(args, bag, index, params_file, overrides, log_path, float(node_params["diagnostics_period_s"]))
+    with tempfile.TemporaryDirectory(prefix="structvpr_replay_") as scratch:
+        # mapping mode grows (and saves) its map: never the user's, a copy of it
+        map_dir = str(Path(args.map).absolute()) if args.mode == "localization" else ""
+        if args.mode == "mapping" and args.map:
+            map_dir = str(Path(scratch) / "map")
+            shutil.copytree(args.map, map_dir)
+        overrides = node_overrides(args, index, db, map_dir)
+        run_info = play(args, bag, index, params_file, overrides, log_path,
+                        float(node_params["diagnostics_period_s"]))
     answers, sent = run_info["answers"], run_info["sent"]
+    if truths is None:
+        truths = mapping_truth(args, index, db, answers, float(node_params["exclude_recent_s"]))
     latencies_ms = [None if a is None or k >= len(sent) else (a.received - sent[k]) * 1e3
                     for k, a in enumerate(answers)]
-    # the operating point: the params file's threshold for the kind of score the node publishes
-    threshold_name = "sequence_score_threshold" if overrides["sequence_length"] > 1 else "score_threshold"
-    top_k, threshold = int(node_params["top_k"]), float(node_params[threshold_name])
+    outcomes = [outcome(a, node_params) for a in answers]
+    labels = [f"image {k} (stamp {s})" for k, s in enumerate(index.stamps_ns)]
     report = {
-        "bag": str(bag), "image_topic": index.image_topic, "odom_topic": index.odom_topic,
+        "bag": str(bag), "mode": args.mode, "image_topic": index.image_topic, "odom_topic": index.odom_topic,
         "bag_duration_s": index.duration_s,
-        "map": str(map_dir), "map_keyframes": len(db), "map_model": db.model.to_json(),
+        "map": args.map, "map_keyframes_at_start": 0 if db is None else len(db),
+        "map_model": None if db is None else db.model.to_json(),
         "model": args.model, "params_file": str(params_file), "node_overrides": overrides,
+        "operating_point": {k: node_params[k] for k in ("score_threshold", "sequence_score_threshold", "verification",
+                                                        "consistency_k", "exclude_recent_s", "top_k")},
         "node": "separate process" if args.separate_process else "in-process (own executor thread)",
         "rate_scale": args.rate_scale, "max_in_flight": args.max_in_flight,
         "answers_matched": ("by header stamp" if index.match_by_stamp else
@@ -609,12 +639,15 @@ def run(args: argparse.Namespace) -> int:
         "playback_wall_s": run_info["playback_s"],
         "answered_rate_hz": sum(a is not None for a in answers) / max(run_info["playback_s"], 1e-9),
         "node_diagnostics": run_info["diagnostics"],
-        "ground_truth": {name: score(pos, answers, top_k, threshold) for name, pos in truths.items()},
+        "ground_truth": {name: score_run(pos, outcomes, labels) for name, pos in truths.items()},
         "queries": [
             {"index": k, "stamp_ns": s, "answered": a is not None,
              "latency_ms": None if lat is None else round(lat, 3),
-             "candidates": [] if a is None else [[i, round(sc, 6)] for i, sc in a.candidates]}
-            for k, (s, a, lat) in enumerate(zip(index.stamps_ns, answers, latencies_ms))
+             "map_id": None if a is None or args.mode != "mapping" else a.query_id,
+             "published": None if o is None else o.published,
+             "candidates": [] if a is None else [[c.map_id, round(c.score, 6)] + ([c.inliers] if c.inliers >= 0 else [])
+                                                 for c in a.candidates]}
+            for k, (s, a, o, lat) in enumerate(zip(index.stamps_ns, answers, outcomes, latencies_ms))
         ],
     }
     atomic_write_text(out, json.dumps(report, indent=1) + "\n")
@@ -622,9 +655,25 @@ def run(args: argparse.Namespace) -> int:
     curves = {f"{name} (AP {r['pr_auc']:.3f})": (r["pr_curve"]["precision"], r["pr_curve"]["recall"])
               for name, r in report["ground_truth"].items() if r.get("pr_curve")}
     if curves:
-        plot_pr(curves, plot_path, title=f"replay {bag.name} vs map {map_dir.name}")
+        where = f"vs map {Path(args.map).name}" if args.mode == "localization" else "mapping mode"
+        plot_pr(curves, plot_path, title=f"replay {bag.name} {where}")
     print(summary(report, out, plot_path if curves else None))
     return 0
+
+
+def _check_output(out: Path) -> None:
+    """Refuse an unusable report path before playing anything (the work must not be lost at the end)."""
+    if out.is_dir():
+        raise CliError(f"--out {out} is a directory; give a file name for the JSON report")
+    parent = out.parent if str(out.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CliError(f"--out {out}: cannot create its folder ({e.strerror})") from None
+    if not os.access(parent, os.W_OK):
+        raise CliError(f"--out {out}: its folder {parent} is not writable")
+
+
 def _node_params(params_file: Path) -> dict:
     """The node's parameter values from the params file (defaults for what it leaves out)."""
     from structvpr_ros.node_config import parameter_defaults
@@ -647,9 +696,11 @@ def _stats(values_ms: np.ndarray) -> dict | None:
 
 def summary(report: dict, out: Path, plot: Path | None) -> str:
     f, lat = report["frames"], report["latency_ms"]
+    start = report.get("map_keyframes_at_start", 0)
+    where = (f"against {report['map']} ({start} keyframes)" if report.get("mode", "localization") == "localization"
+             else f"mapping mode, starting from {'an empty map' if not report['map'] else report['map']}")
     lines = [
-        f"replay of {report['bag']} ({f['in_bag']} images) against {report['map']} ({report['map_keyframes']} keyframes), "
-        f"model {report['model']}, node {report['node']}",
+        f"replay of {report['bag']} ({f['in_bag']} images) {where}, model {report['model']}, node {report['node']}",
         f"  frames sent {f['sent']}, answered {f['answered']}, unanswered (drops) {f['unanswered']}; "
         f"{report['answered_rate_hz']:.1f} answers/s over {report['playback_wall_s']:.1f} s"
         + (f"; round-trip latency mean {lat['mean']:.1f} ms, p95 {lat['p95']:.1f} ms" if lat else ""),
@@ -662,15 +713,6 @@ def summary(report: dict, out: Path, plot: Path | None) -> str:
         lines.append(f"  WARNING: the node received {received} images but replay sent {f['sent']}: another "
                      f"publisher shares this ROS domain (set ROS_DOMAIN_ID to a free one); numbers unreliable")
     for name, r in report["ground_truth"].items():
-        if "error" in r:
-            lines.append(f"  [{name}] {r['error']}")
-            continue
-        recalls = ", ".join(f"R@{n} {v:.3f}" for n, v in r["recall_at_n"].items())
-        op = r.get("at_score_threshold") or {}
-        prec = op.get("precision")
-        lines.append(f"  [{name}] {r['queries_with_match']}/{r['queries']} queries with a match: {recalls}; "
-                     f"PR-AUC {r['pr_auc']:.3f}, recall@100%P {r['recall_at_100_precision']:.3f}"
-                     + (f"; at score >= {op['threshold']:g}: precision "
-                        f"{'-' if prec is None else f'{prec:.3f}'}, recall {op['recall']:.3f}" if op else ""))
+        lines.append("  " + summary_line(name, r))
     lines.append(f"  report: {out}" + (f", PR curve: {plot}" if plot else ""))
     return "\n".join(lines)

@@ -174,7 +174,7 @@ def test_bad_inputs_are_rejected_with_clear_messages():
     with pytest.raises(ConfigError, match="min_inliers"):
         GeometryConfig(min_inliers=2)
     with pytest.raises(ConfigError, match="estimator must be one of"):
-        GeometryConfig(estimator="magsac")
+        GeometryConfig(estimator="lmeds")
     with pytest.raises(ValueError, match="descriptors must be uint8"):
         LocalFeatures(np.zeros((3, 2), np.float32), np.zeros((3, 32), np.float32), (10, 10))
     with pytest.raises(ValueError, match="3 keypoints but 2 descriptors"):

@@ -41,14 +41,25 @@ def _deps(package_xml: Path, *kinds: str) -> set[str]:
 
 
 def _imports(paths) -> set[str]:
-    """Top-level modules imported anywhere in these files (lazy imports inside functions too)."""
+    """Top-level modules imported anywhere in these files (lazy imports inside functions too), and
+    packages looked up without importing them (``find_spec("name")``, e.g. for their data files)."""
     out = set()
     for path in paths:
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        strings = {t.id: n.value.value for n in tree.body if isinstance(n, ast.Assign)
+                   and isinstance(n.value, ast.Constant) and isinstance(n.value.value, str)
+                   for t in n.targets if isinstance(t, ast.Name)}
+        for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 out.update(a.name.split(".")[0] for a in node.names)
             elif isinstance(node, ast.ImportFrom) and node.level == 0:
                 out.add(node.module.split(".")[0])
+            elif (isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) == "find_spec"
+                  and node.args):
+                arg = node.args[0]
+                name = arg.value if isinstance(arg, ast.Constant) else strings.get(getattr(arg, "id", None))
+                if isinstance(name, str):
+                    out.add(name.split(".")[0])
     return {m for m in out if m not in sys.stdlib_module_names and m not in OWN}
 
 
@@ -71,14 +82,15 @@ def _keys_for(modules: set[str]) -> tuple[set[str], set[str]]:
 
 
 def _pinned() -> set[str]:
-    lines = (REPO_ROOT / "requirements.txt").read_text().splitlines()
+    lines = [line for name in ("requirements.txt", "requirements-nodeps.txt")
+             for line in (REPO_ROOT / name).read_text().splitlines()]
     return {_normalize(re.split(r"[\[=]", line)[0]) for line in lines if "==" in line and not line.startswith("#")}
 
 
 def _pip_only_comment() -> set[str]:
     text = (REPO_ROOT / "package.xml").read_text()
-    found = re.search(r"pip only \(no rosdep key\), pinned in requirements.txt:(.*?)-->", text, re.S)
-    assert found, "package.xml has no 'pip only (no rosdep key), pinned in requirements.txt: ...' comment"
+    found = re.search(r"pip only \(no rosdep key\), pinned in requirements.txt \(.*?\):(.*?)-->", text, re.S)
+    assert found, "package.xml has no 'pip only (no rosdep key), pinned in requirements.txt (...): ...' comment"
     return set(map(_normalize, found.group(1).split()))
 
 

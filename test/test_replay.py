@@ -67,7 +67,7 @@ def test_replay_in_process_matches_offline_retrieval(data, tmp_path):
     assert soft["recall_at_n"]["1"] == pytest.approx(np.mean(np.abs(top1 - np.arange(30)) <= 1))
     assert soft["recall_at_n"]["1"] >= hard["recall_at_n"]["1"] > 0  # raw pixels beat chance (1/30) here
     for r in (soft, hard):
-        assert r["queries_with_match"] == 30
+        assert r["queries_with_revisit"] == 30 and r["queries_new_place"] == 0
         assert 0 < r["pr_auc"] <= 1 and 0 <= r["recall_at_100_precision"] <= r["recall_at_n"]["1"]
         assert r["recall_at_n"]["1"] <= r["recall_at_n"]["5"]
 
@@ -87,7 +87,11 @@ def test_replay_with_sequences_equals_offline_sequence_matching(data, tmp_path):
     for entry, expected_ids, expected_scores in zip(report["queries"], ids, scores):
         assert [i for i, _ in entry["candidates"]] == expected_ids.tolist()
         assert np.allclose([s for _, s in entry["candidates"]], expected_scores, rtol=1e-6)
-    assert report["ground_truth"]["poses, radius 10"]["at_score_threshold"]["threshold"] == 3.0  # the z-score one
+    assert report["operating_point"]["sequence_score_threshold"] == 3.0  # the params file's z-score threshold
+    # published at the file's threshold = the first candidate whose sequence score passes 3.0
+    for entry in report["queries"]:
+        passing = [i for i, score in entry["candidates"] if score >= 3.0]
+        assert entry["published"] == (passing[0] if passing else None)
 
 
 def test_gt_file_gives_the_same_numbers_as_exact_poses(data, tmp_path):
@@ -199,8 +203,80 @@ def test_summary_warns_when_the_node_heard_more_images_than_were_sent(tmp_path):
     report = {"bag": "b", "map": "m", "map_keyframes": 3, "model": "raw-pixel", "node": "in-process",
               "frames": {"in_bag": 3, "sent": 3, "answered": 3, "unanswered": 0, "with_candidates": 3},
               "latency_ms": None,
-              "answered_rate_hz": 1.0, "playback_wall_s": 3.0, "ground_truth": {},
+              "answered_rate_hz": 1.0, "playback_wall_s": 3.0, "ground_truth": {}, "map_keyframes_at_start": 3,
               "node_diagnostics": {"frames_received": 3}}
     assert "WARNING" not in summary(report, tmp_path / "r.json", None)
     report["node_diagnostics"]["frames_received"] = 5
     assert "received 5 images but replay sent 3" in summary(report, tmp_path / "r.json", None)
+
+
+def _two_pass_mission(nordland):
+    """Summer then winter over 30 places: a run whose second half revisits its first."""
+    from structvpr_core.evaluation.missions import Mission, _passes
+
+    return Mission("test two passes", "val", "cross", 10,
+                   _passes(("nordland64/summer", "nordland64/winter"), (29000, 29290)))
+
+
+def test_mapping_replay_publishes_what_the_offline_detector_ranks_and_scores_every_query(data, tmp_path):
+    """Mapping mode: one bag that revisits places, an empty map; the node's answers equal the core
+    detector played over the same frames (missions.play_mission), and the scores count the new places."""
+    from structvpr_core.evaluation.missions import play_mission, write_poses_csv
+    from structvpr_core.loop_closure.candidates import LoopClosureConfig
+
+    tmp, nordland = data
+    mission = _two_pass_mission(nordland)
+    frames = mission.frames(nordland.parent)
+    write_poses_csv(frames, nordland, tmp_path / "poses.csv")
+    assert main(["make-bag", "--images", str(nordland), "--poses", str(tmp_path / "poses.csv"),
+                 "--out", str(tmp_path / "run.bag")]) == 0
+    report_path = tmp_path / "mapping.json"
+    params = tmp_path / "params.yaml"  # raw-pixel cosines are small: an operating point inside their range
+    params.write_text("structvpr_node:\n  ros__parameters:\n    score_threshold: 0.3\n    exclude_recent_s: 10.0\n")
+    assert main(["replay", "--mode", "mapping", "--bag", str(tmp_path / "run.bag"), "--model", "raw-pixel",
+                 "--params", str(params), "--rate-scale", "0", "--gt-radius", "10", "--out", str(report_path)]) == 0
+    report = json.loads(report_path.read_text())
+    assert report["mode"] == "mapping" and report["frames"]["answered"] == 60
+    assert [q["map_id"] for q in report["queries"]] == list(range(60))
+
+    descriptors = RawPixelEncoder().encode([read_rgb(f.path) for f in frames])
+    offline = play_mission(frames, descriptors, LoopClosureConfig(score_threshold=-1.0, exclude_recent_s=10.0))
+    for entry, expected in zip(report["queries"], offline.outcomes):
+        assert [i for i, _ in entry["candidates"]] == [i for i, _ in expected.ranked]
+    truth = report["ground_truth"]["poses, radius 10"]
+    assert truth["queries"] == 60 and truth["queries_with_revisit"] == 30 and truth["queries_new_place"] == 30
+    expected = offline.score(10, 10.0)
+    for key in ("recall_at_n", "pr_auc", "recall_at_100_precision"):
+        assert truth[key] == expected[key]
+    # at the params file's cosine threshold: what is published, scored with the new places
+    published = truth["published"]
+    accepted = [q for q in report["queries"] if q["published"] is not None]
+    assert published["loop_closures"] == len(accepted) > 0
+    assert all(q["candidates"][0][1] >= 0.3 for q in accepted)
+    assert published["true_positives"] + published["false_positives"] == len(accepted)
+    assert published["false_positives_on_new_places"] == sum(q["index"] < 30 for q in accepted) > 0
+    assert truth["worst_false_positives"][0]["score"] >= truth["worst_false_positives"][-1]["score"]
+
+
+def test_replay_takes_sequence_settings_from_the_params_file_unless_given(data, tmp_path):
+    tmp, _ = data
+    params = tmp_path / "params.yaml"
+    params.write_text("structvpr_node:\n  ros__parameters:\n    sequence_length: 4\n    sequence_velocity_steps: 3\n")
+    base = ["replay", "--bag", str(tmp / "winter.bag"), "--map", str(tmp / "map"), "--model", "raw-pixel",
+            "--rate-scale", "0", "--gt", "none", "--params", str(params)]
+    assert main([*base, "--out", str(tmp_path / "a.json")]) == 0
+    overrides = json.loads((tmp_path / "a.json").read_text())["node_overrides"]
+    assert overrides["sequence_length"] == 4 and overrides["sequence_velocity_steps"] == 3
+    assert main([*base, "--sequence-length", "2", "--out", str(tmp_path / "b.json")]) == 0
+    overrides = json.loads((tmp_path / "b.json").read_text())["node_overrides"]
+    assert overrides["sequence_length"] == 2 and overrides["sequence_velocity_steps"] == 3
+
+
+def test_replay_refuses_an_unusable_report_path_before_playing(data, tmp_path, capsys):
+    tmp, _ = data
+    assert main(["replay", "--bag", str(tmp / "winter.bag"), "--map", str(tmp / "map"), "--model", "raw-pixel",
+                 "--out", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err
+    assert main(["replay", "--mode", "localization", "--bag", str(tmp / "winter.bag"), "--model", "raw-pixel",
+                 "--out", str(tmp_path / "r.json")]) == 2
+    assert "--map is required in localization mode" in capsys.readouterr().err

@@ -12,8 +12,12 @@ the temporal-consistency rule fired:
 2. Threshold: candidates scoring below ``score_threshold`` are dropped.
 3. Geometric verification (``verification`` = annotate | require, needs query features
    and keyframes stored with features): each candidate is checked with
-   ``geometry.verify``; ``require`` drops unverified candidates, ``annotate`` keeps them.
-   Verified candidates are ranked before unverified ones, then by score.
+   ``geometry.verify`` and the candidates are **re-ranked by inliers** (then by score):
+   a global descriptor's top 5 holds the true place far more often than its top 1, and
+   learned local features tell it apart (docs/loop_closure.md). ``require`` then drops
+   unverified candidates (fewer than ``min_inliers``), ``annotate`` keeps them.
+   Each candidate's ``loop_score`` is what the final decision and the precision-recall
+   sweeps rank by: its inliers when verification ran, else its score.
 4. Temporal consistency: a loop closure is accepted after ``consistency_k`` consecutive
    queries whose best candidates agree. Two best candidates agree when their map ids
    differ by at most ``consistency_window``: ids are sequential in keyframe order, so a
@@ -116,6 +120,11 @@ class Candidate:
     verification: Verification | None = None  # None: verification not run for this candidate
     sequence: SequenceSpan | None = None  # None: a single-frame match
 
+    @property
+    def loop_score(self) -> float:
+        """What the final decision ranks by: verified inliers when verification ran, else the score."""
+        return float(self.score if self.verification is None else self.verification.inliers)
+
 
 @dataclass
 class Detection:
@@ -125,6 +134,9 @@ class Detection:
     sequence_length: int = 1  # queries the sequence scores span (fewer than configured at a run's start)
     sequence_start_stamp_ns: int = 0  # stamp of the sequence's first query (= this query's when length 1)
     verification_ms: float = 0.0  # wall time of the candidates' geometric verification
+    # every candidate that passed the score threshold, verified and ranked, before ``require``
+    # and consistency: what an evaluation sweeps its final threshold over
+    ranked: list[Candidate] = field(default_factory=list)
 
     @property
     def loop_closed(self) -> bool:
@@ -170,12 +182,16 @@ class LoopDetector:
             length = 1
         else:
             candidates, length = self._sequence_candidates(descriptor, cutoff)
-        started = time.perf_counter()
+        verification_ms = 0.0
         if cfg.verification != "off" and features is not None:
+            started = time.perf_counter()
             candidates = self._verify(candidates, features)
-        verification_ms = (time.perf_counter() - started) * 1e3
+            verification_ms = (time.perf_counter() - started) * 1e3
+        ranked = candidates
+        if cfg.verification == "require":
+            candidates = [c for c in ranked if c.verification is not None and c.verification.verified]
         return Detection(candidates, *self._update_consistency(candidates), length, self._query_stamps[-length],
-                         verification_ms)
+                         verification_ms, ranked)
 
     def _sequence_candidates(self, descriptor: np.ndarray, cutoff_ns: int | None) -> tuple[list[Candidate], int]:
         cfg = self.config
@@ -201,10 +217,9 @@ class LoopDetector:
                               self._verify_pool)
         for (c, _), verification in zip(pairs, results):
             c.verification = verification
-        if self.config.verification == "require":
-            candidates = [c for c in candidates if c.verification is not None and c.verification.verified]
-        # stable sort: verified first, score order (already best first) within each group
-        return sorted(candidates, key=lambda c: not (c.verification is not None and c.verification.verified))
+        # re-rank: verified first, then by inliers, then by score (stable: candidates are best score first)
+        return sorted(candidates, key=lambda c: (c.verification is None or not c.verification.verified,
+                                                 -(c.verification.inliers if c.verification else -1)))
 
     def _update_consistency(self, candidates: list[Candidate]) -> tuple[int, bool]:
         if not candidates:

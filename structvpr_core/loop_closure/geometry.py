@@ -1,14 +1,19 @@
-"""Geometric verification of a place-recognition match: ORB + essential matrix RANSAC.
+"""Geometric verification of a place-recognition match: local features + essential matrix RANSAC.
 
 A global-descriptor match says "these images look alike"; this module checks that the
 two views are consistent with one rigid camera motion and estimates that motion.
 
-Pipeline: ORB keypoints/descriptors (storable as plain arrays, so a map database keeps
-them per keyframe) -> brute-force Hamming matching (faiss binary index) with Lowe's ratio test -> points
-normalised with each image's intrinsics -> 5-point essential matrix in LO-RANSAC (USAC)
-(``cv2.findEssentialMat``) -> ``cv2.recoverPose`` (cheirality) -> relative pose.
+Pipeline: local features of the configured kind (``local_features.py``: ``orb`` keypoints
+with ratio-test Hamming matching, or learned ``xfeat`` keypoints with mutual-nearest
+cosine matching; storable as plain arrays, so a map database keeps them per keyframe)
+-> points normalised with each image's intrinsics -> 5-point essential matrix in a robust
+estimator (OpenCV USAC, MAGSAC++ or RANSAC; ``cv2.findEssentialMat``) -> ``cv2.recoverPose``
+(cheirality) -> relative pose. Essential-matrix inliers (after cheirality) separate true
+from wrong Gardens Point pairs better than fundamental-matrix inliers for both kinds
+(wrong pairs keep <= 8 essential vs <= 20 fundamental inliers with XFeat;
+benchmarks/local_features.py), and they come with the pose.
 
-Candidates with fewer ratio-test matches (or essential-matrix inliers) than
+Candidates with fewer matches (or essential-matrix inliers) than
 ``min_inliers`` are rejected before any pose work: an unrelated candidate then costs
 the matching only, not a RANSAC run to its iteration limit.
 
@@ -51,12 +56,14 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import cv2
-import faiss
 import numpy as np
 
 from structvpr_core.config import ConfigError
-
-ORB_DESCRIPTOR_BYTES = 32
+# LocalFeatures, extract_features (ORB) and ORB_DESCRIPTOR_BYTES are imported from here by
+# callers that predate the pluggable kinds
+from structvpr_core.loop_closure.local_features import (  # noqa: F401
+    FEATURE_KINDS, ORB_DESCRIPTOR_BYTES, FeatureExtractor, LocalFeatures, extract_features, match,
+)
 # The 5-point solver needs 5 correspondences; fewer matches cannot verify anything.
 MIN_MATCHES_FOR_POSE = 5
 # Prefer the 3-DoF rotation-only model when it keeps this share of the essential-matrix inliers.
@@ -65,7 +72,7 @@ ROTATION_MODEL_PREFERENCE = 0.8
 TRANSFER_THRESHOLD_SCALE = float(np.sqrt(5.991 / 3.841))
 ROTATION_RANSAC_MAX_ITERS = 500
 ESSENTIAL_RANSAC_MAX_ITERS = 1000  # OpenCV's default
-ESSENTIAL_ESTIMATORS = {"usac": cv2.USAC_DEFAULT, "ransac": cv2.RANSAC}
+ESSENTIAL_ESTIMATORS = {"usac": cv2.USAC_DEFAULT, "ransac": cv2.RANSAC, "magsac": cv2.USAC_MAGSAC}
 # Rotation hypotheses scored per numpy batch (enough for a good pair's adaptive stop in one go).
 ROTATION_RANSAC_BATCH = 64
 
@@ -93,21 +100,35 @@ def default_intrinsics(width: int, height: int) -> CameraIntrinsics:
 
 @dataclass
 class GeometryConfig:
-    # ORB keypoints kept per image (strongest first)
+    # local features (local_features.py): orb (binary, fast, fails day -> night) | xfeat (learned)
+    features: str = "orb"
+    # keypoints kept per image (strongest first)
     max_features: int = 1000
-    # Lowe's ratio test: best Hamming distance < ratio * second best
+    # orb: Lowe's ratio test: best Hamming distance < ratio * second best
     ratio_test: float = 0.8
+    # xfeat: mutual nearest neighbours need at least this cosine (XFeat's own default)
+    min_cosine: float = 0.82
+    # xfeat: the network sees the image shrunk to at most this width (speed; keypoints come
+    # back in the input image's pixels)
+    max_image_width: int = 640
     # RANSAC: max point-to-epipolar-line distance (pixels) and confidence
     ransac_threshold_px: float = 1.5
     ransac_confidence: float = 0.999
     # essential-matrix robust estimator: "usac" (OpenCV's USAC_DEFAULT: LO-RANSAC with SPRT
-    # model verification) or "ransac" (plain RANSAC). USAC is 2.4x faster with rotations at
+    # model verification), "magsac" (USAC_MAGSAC: MAGSAC++ scoring, no hard threshold in
+    # the score) or "ransac" (plain RANSAC). USAC is 2.4x faster with rotations at
     # least as consistent (benchmarks/verification_consistency.py), so it is the default.
     estimator: str = "usac"
     # a match is "verified" with at least this many inliers
     min_inliers: int = 30
 
     def __post_init__(self):
+        if self.features not in FEATURE_KINDS:
+            raise ConfigError(f"features must be one of {list(FEATURE_KINDS)}, got {self.features!r}")
+        if not -1 <= self.min_cosine <= 1:
+            raise ConfigError(f"min_cosine must be in [-1, 1], got {self.min_cosine}")
+        if self.max_image_width < 64:
+            raise ConfigError(f"max_image_width must be >= 64 pixels, got {self.max_image_width}")
         if self.max_features < MIN_MATCHES_FOR_POSE:
             raise ConfigError(f"max_features must be >= {MIN_MATCHES_FOR_POSE}, got {self.max_features}")
         if not 0 < self.ratio_test <= 1:
@@ -123,29 +144,6 @@ class GeometryConfig:
 
 
 @dataclass
-class LocalFeatures:
-    """ORB features of one image, as plain arrays a map database can store."""
-
-    keypoints: np.ndarray  # (N, 2) float32 pixel coordinates (x, y)
-    descriptors: np.ndarray  # (N, 32) uint8 binary ORB descriptors
-    image_size: tuple[int, int]  # (width, height), for the default intrinsics guess
-
-    def __post_init__(self):
-        kp, desc = self.keypoints, self.descriptors
-        if kp.dtype != np.float32 or kp.ndim != 2 or kp.shape[1] != 2:
-            raise ValueError(f"keypoints must be float32 (N, 2), got {kp.dtype} {kp.shape}")
-        if desc.dtype != np.uint8 or desc.ndim != 2 or desc.shape[1] != ORB_DESCRIPTOR_BYTES:
-            raise ValueError(f"descriptors must be uint8 (N, {ORB_DESCRIPTOR_BYTES}), got {desc.dtype} {desc.shape}")
-        if len(kp) != len(desc):
-            raise ValueError(f"{len(kp)} keypoints but {len(desc)} descriptors")
-        if len(self.image_size) != 2 or min(self.image_size) < 1:
-            raise ValueError(f"image_size must be (width, height) >= 1, got {self.image_size}")
-
-    def __len__(self) -> int:
-        return len(self.keypoints)
-
-
-@dataclass
 class Verification:
     matches: int  # ratio-test matches
     inliers: int  # RANSAC inliers that also lie in front of both cameras (0: too few matches to try)
@@ -154,35 +152,6 @@ class Verification:
     translation: np.ndarray | None = None  # (3,) unit direction of the query position in the candidate frame
     pure_rotation: bool = False  # the rotation-only model won: no baseline, translation = 0
     rotation_covariance: np.ndarray | None = None  # (3, 3) rad^2, see module docstring
-
-
-def extract_features(rgb: np.ndarray, max_features: int) -> LocalFeatures:
-    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-        raise ValueError(f"expected RGB uint8 (H, W, 3) image, got {rgb.dtype} {rgb.shape}")
-    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-    orb = cv2.ORB_create(nfeatures=max_features)
-    keypoints, descriptors = orb.detectAndCompute(grey, None)
-    if descriptors is None:  # textureless or tiny image: no keypoints at all
-        points = np.empty((0, 2), np.float32)
-        descriptors = np.empty((0, ORB_DESCRIPTOR_BYTES), np.uint8)
-    else:
-        points = np.array([k.pt for k in keypoints], np.float32).reshape(-1, 2)
-    return LocalFeatures(points, descriptors, (rgb.shape[1], rgb.shape[0]))
-
-
-def match_features(a: LocalFeatures, b: LocalFeatures, ratio: float) -> tuple[np.ndarray, np.ndarray]:
-    """Indices ``(ia, ib)`` of ratio-test matches from ``a`` to ``b``."""
-    if len(a) < 2 or len(b) < 2:  # the ratio test needs two neighbours
-        return np.empty(0, np.int64), np.empty(0, np.int64)
-    # faiss's binary brute force (popcount over 256-bit codes): the same two nearest
-    # neighbours and distances as cv2.BFMatcher(NORM_HAMMING).knnMatch, ~4x faster
-    # (benchmarks/verification_latency.py). A tie for the best fails the ratio test in
-    # both, so which of the tied ids comes first never matters.
-    index = faiss.IndexBinaryFlat(ORB_DESCRIPTOR_BYTES * 8)
-    index.add(np.ascontiguousarray(b.descriptors))
-    distances, neighbours = index.search(np.ascontiguousarray(a.descriptors), 2)
-    good = np.flatnonzero(distances[:, 0] < ratio * distances[:, 1])
-    return good.astype(np.int64), neighbours[good, 0].astype(np.int64)
 
 
 def verify(
@@ -196,7 +165,7 @@ def verify(
     ``intrinsics`` (same camera for both images) or, when None, ``default_intrinsics``
     per image size.
     """
-    iq, ic = match_features(query, candidate, config.ratio_test)
+    iq, ic = match(query, candidate, config.features, config.ratio_test, config.min_cosine)
     if len(iq) < max(config.min_inliers, MIN_MATCHES_FOR_POSE):
         # Fewer matches than the inliers needed: unverifiable, and RANSAC over a handful of
         # mostly wrong matches would run to its iteration limit (the cost of a bad candidate).
