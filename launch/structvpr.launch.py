@@ -7,8 +7,9 @@ Arguments:
   odom_topic        remap the node's nav_msgs/Odometry input to this topic
   use_sim_time      true when replaying a bag with --clock
 
-The node's topic parameters keep their names from the params file (image, compressed,
-odom); these remappings point them at your camera and odometry topics. For 640x480 images,
+The remappings point the node's input names at your camera and odometry topics: `image`
+(the params file's image_topic, on by default), `compressed` and `odom` (off by default: set
+compressed_topic: compressed / odom_topic: odom in the params file to use them). For 640x480 images,
 start the camera driver with FASTDDS_DEFAULT_PROFILES_FILE=<share>/structvpr_ros/config/fastdds_shm.xml
 (~14 ms -> ~2 ms transport per image; the README says why). Without the `launch` packages
 (pip-only setups) start the node directly:
@@ -36,9 +37,9 @@ def generate_launch_description():
         DeclareLaunchArgument("image_topic", default_value="/camera/image_raw",
                               description="sensor_msgs/Image input"),
         DeclareLaunchArgument("compressed_topic", default_value="/camera/image_raw/compressed",
-                              description="sensor_msgs/CompressedImage input (set compressed_topic in the params file to use it)"),
+                              description="sensor_msgs/CompressedImage input (set compressed_topic: compressed in the params file to use it)"),
         DeclareLaunchArgument("odom_topic", default_value="/odom",
-                              description="nav_msgs/Odometry input (set odom_topic in the params file to use it)"),
+                              description="nav_msgs/Odometry input (set odom_topic: odom in the params file to use it)"),
         DeclareLaunchArgument("use_sim_time", default_value="false",
                               description="use /clock (bag replay)"),
         Node(

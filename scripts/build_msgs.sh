@@ -40,15 +40,6 @@ for t in (LoopCandidate, LoopClosure):
     t.__class__.__import_type_support__()'
 imports_ok() { "$PY" -c "$IMPORT_CHECK" >/dev/null 2>&1; }
 
-# --- skip when up to date -------------------------------------------------------------
-if [[ -f "$STAMP" ]]; then
-  newer_sources=$(find "$PKG_SRC" -type f -newer "$STAMP" | head -n 1)
-  if [[ -z "$newer_sources" ]] && imports_ok; then
-    echo "build_msgs: structvpr_msgs is up to date in $VENV (checked in $(elapsed) s)"
-    exit 0
-  fi
-fi
-
 # --- environment as PLATFORM.md describes ---------------------------------------------
 export AMENT_PREFIX_PATH="$VENV"
 export CMAKE_PREFIX_PATH="$VENV"
@@ -60,7 +51,9 @@ export LD_LIBRARY_PATH
 # --- fix the wheels' exported CMake targets ------------------------------------------
 # The *__rosidl_generator_pyExport.cmake files name the include dirs of the interpreter
 # that built the wheels (/opt/python/cp311-cp311/...). Point them at this interpreter.
-# Only files that still name /opt/python are touched, so a second run changes nothing.
+# Only files that still name /opt/python are touched, so a second run changes nothing. Done
+# before the up-to-date check: a colcon workspace on this venv (README) needs the same fix,
+# also after pip has reinstalled a wheel.
 PY_INCLUDE="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
 NUMPY_INCLUDE="$("$PY" -c 'import numpy; print(numpy.get_include())')"
 if [[ ! -f "$PY_INCLUDE/Python.h" ]]; then
@@ -75,6 +68,15 @@ for f in "${builder_files[@]}"; do
     "$f"
 done
 echo "build_msgs: rewrote builder include paths in ${#builder_files[@]} exported cmake file(s)"
+
+# --- skip when up to date -------------------------------------------------------------
+if [[ -f "$STAMP" ]]; then
+  newer_sources=$(find "$PKG_SRC" -type f -newer "$STAMP" | head -n 1)
+  if [[ -z "$newer_sources" ]] && imports_ok; then
+    echo "build_msgs: structvpr_msgs is up to date in $VENV (checked in $(elapsed) s)"
+    exit 0
+  fi
+fi
 
 # --- configure, build, install --------------------------------------------------------
 mkdir -p "$BUILD_DIR"

@@ -21,3 +21,11 @@ def shared():
             "models/espnet). Put the shared folder beside the repository or set STRUCTVPR_SHARED."
         )
     return root
+
+
+@pytest.fixture(scope="session")
+def colcon_workspace(tmp_path_factory):
+    """The README's ROS 2 workspace commands run in a fresh folder: both packages built with colcon."""
+    from workspace_helpers import build_workspace
+
+    return build_workspace(tmp_path_factory.mktemp("colcon_ws"))
