@@ -12,6 +12,7 @@ from structvpr_core.loop_closure.rerank import (
     combined_score,
     fit_inlier_calibration,
     rerank_order,
+    shipped_calibration,
     verification_score,
 )
 from structvpr_core.runtime.preprocess import resize_rgb
@@ -66,3 +67,11 @@ def test_combined_score_adds_independent_evidence_in_log_odds():
     assert combined_score(0.3, 0.3, prior=0.3) == pytest.approx(0.3)
     with pytest.raises(ValueError, match="global_probability"):
         combined_score(1.5, 0.5)
+
+
+def test_shipped_calibrations_name_what_they_were_measured_for():
+    xfeat = shipped_calibration("xfeat", 512)
+    # Gardens Point val, XFeat 512: wrong pairs keep <= 8 inliers, true night pairs median 15
+    assert verification_score(2, xfeat) < 0.25 and verification_score(15, xfeat) > 0.99
+    with pytest.raises(KeyError, match="no inlier calibration measured for xfeat with 2000 keypoints"):
+        shipped_calibration("xfeat", 2000)

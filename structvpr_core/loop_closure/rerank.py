@@ -8,8 +8,10 @@
 - ``InlierCalibration`` / ``verification_score``: P(same place | inliers) as a logistic in
   the inlier count, fitted per feature kind on labelled pairs (``fit_inlier_calibration``,
   maximum likelihood). The fitted values are a measurement: benchmarks/local_features.py
-  prints and stores them (Gardens Point val, both conditions) and the shipped ones below
-  name that run. ``combined_score`` joins it with a probability from the global (or
+  stores them (Gardens Point val, both conditions pooled, as many true as wrong pairs, so the
+  probability is under a 0.5 prior), and ``shipped_calibration`` returns that run's values.
+  They hold for the 640x480 input, the feature count and the default USAC estimator they
+  were fitted with. ``combined_score`` joins it with a probability from the global (or
   sequence) score as independent evidence (naive Bayes in log-odds).
 """
 
@@ -34,6 +36,23 @@ class InlierCalibration:
         if not (math.isfinite(self.midpoint) and math.isfinite(self.scale) and self.scale > 0):
             raise ConfigError(f"inlier calibration needs a finite midpoint and a scale > 0, "
                               f"got midpoint={self.midpoint}, scale={self.scale}")
+
+
+# (kind, max_features) -> fit on Gardens Point val 140..164, night_right + day_left -> day_right,
+# 640x480, essential-matrix USAC inliers, 250 true + 250 wrong pairs per kind
+# (benchmarks/results/local_features_val_{512,1024}_cpu.json, "inlier_calibration_essential_usac")
+_SHIPPED = {("orb", 512): InlierCalibration(7.52, 3.05), ("orb", 1024): InlierCalibration(9.29, 2.69),
+            ("xfeat", 512): InlierCalibration(4.54, 2.04), ("xfeat", 1024): InlierCalibration(10.56, 2.87)}
+
+
+def shipped_calibration(kind: str, max_features: int) -> InlierCalibration:
+    """The measured calibration for ``kind`` at ``max_features`` keypoints (see ``_SHIPPED``)."""
+    try:
+        return _SHIPPED[(kind, int(max_features))]
+    except KeyError:
+        raise KeyError(f"no inlier calibration measured for {kind} with {max_features} keypoints (have "
+                       f"{sorted(_SHIPPED)}): fit one with fit_inlier_calibration on labelled pairs "
+                       f"(benchmarks/local_features.py --max-features {max_features})") from None
 
 
 def verification_score(inliers: int | np.ndarray, calibration: InlierCalibration) -> float | np.ndarray:
