@@ -71,7 +71,11 @@ def xfeat_inference_path(runtime: str, precision: str = "fp32") -> InferencePath
 
 
 class XFeatExtractor:
-    """``extractor(rgb) -> LocalFeatures``; holds the network (load once, call per image)."""
+    """``extractor(rgb) -> LocalFeatures``; holds the network (load once, call per image).
+
+    One caller at a time (an OpenVINO / ONNX Runtime runner holds one inference request):
+    the node extracts on its worker thread only; give each thread its own extractor otherwise.
+    """
 
     def __init__(self, max_features: int, max_image_width: int, runtime: str = "auto",
                  weights: str | None = None, precision: str = "fp32"):
