@@ -90,7 +90,7 @@ class NodeConfig:
     # --- geometric verification (structvpr_core.loop_closure.geometry) ---------------------------
     verification: Literal["off", "annotate", "require"] = _p(
         "off", "ORB + essential matrix check: off | annotate (report inliers, pose) | require (drop unverified)")
-    max_features: int = _p(1000, "ORB keypoints per image")
+    max_features: int = _p(1000, "keypoints per image (orb or xfeat, the strongest)")
     ratio_test: float = _p(0.8, "Lowe ratio test for ORB matches")
     ransac_threshold_px: float = _p(1.5, "RANSAC epipolar distance threshold, pixels")
     essential_estimator: Literal["usac", "ransac", "magsac"] = _p(
@@ -105,6 +105,8 @@ class NodeConfig:
         "orb", "local features for verification: orb | xfeat (learned, survives day/night); the map's must match")
     xfeat_min_cosine: float = _p(0.82, "xfeat: mutual nearest-neighbour matches need at least this cosine")
     xfeat_max_image_width: int = _p(640, "xfeat: images are shrunk to at most this width for the network")
+    xfeat_runtime: Literal["auto", "torch", "onnxruntime", "openvino"] = _p(
+        "auto", "xfeat network runtime: auto = OpenVINO fp32 (same keypoints as torch, faster)")
     # --- outputs -------------------------------------------------------------------
     map_frame: str = _p("map", "frame of odometry/keyframe poses: relocalization and marker frame_id")
     base_to_camera: list[float] = _p(
@@ -166,7 +168,8 @@ class NodeConfig:
         geometry = GeometryConfig(max_features=self.max_features, ratio_test=self.ratio_test,
                                   ransac_threshold_px=self.ransac_threshold_px, min_inliers=self.min_inliers,
                                   estimator=self.essential_estimator, features=self.verification_features,
-                                  min_cosine=self.xfeat_min_cosine, max_image_width=self.xfeat_max_image_width)
+                                  min_cosine=self.xfeat_min_cosine, max_image_width=self.xfeat_max_image_width,
+                                  xfeat_runtime=self.xfeat_runtime)
         normalization = (normalization_for(self.model) if self.sequence_normalization == "auto"
                          else self.sequence_normalization)
         sequence = SequenceConfig(length=self.sequence_length, min_velocity=self.sequence_min_velocity,

@@ -73,6 +73,17 @@ def test_our_xfeat_gives_the_reference_implementations_keypoints_and_descriptors
     assert np.allclose(np.linalg.norm(ours.descriptors.astype(np.float32), axis=1), 1, atol=2e-3)
 
 
+def test_every_runtime_gives_the_same_keypoints(shared, xfeat):
+    # auto runs the network in OpenVINO (xfeat_features.py); torch and ONNX Runtime agree with it
+    img = _frame(shared, "night_right/Image120")
+    auto = xfeat(img)
+    assert xfeat._xfeat.path.runtime == "openvino"
+    for runtime in ("torch", "onnxruntime"):
+        other = FeatureExtractor("xfeat", 1024, 640, runtime)(img)
+        same = len({tuple(p) for p in auto.keypoints.tolist()} & {tuple(p) for p in other.keypoints.tolist()})
+        assert same >= 0.99 * len(auto), runtime
+
+
 def test_xfeat_layout_and_strongest_first(shared, xfeat):
     f = xfeat(_frame(shared, "night_right/Image050", (640, 360)))  # 360 -> 352 for the network
     assert f.descriptors.dtype == np.float16 and f.descriptors.shape == (len(f), 64)
@@ -140,6 +151,8 @@ def test_bad_inputs_are_rejected_with_clear_messages(tmp_path):
         GeometryConfig(min_cosine=1.5)
     with pytest.raises(ConfigError, match="max_image_width"):
         GeometryConfig(max_image_width=10)
+    with pytest.raises(ConfigError, match="xfeat_runtime must be one of"):
+        GeometryConfig(xfeat_runtime="tensorrt")
     with pytest.raises(ValueError, match="feature kind must be one of"):
         FeatureExtractor("surf", 100)
     with pytest.raises(ValueError, match=r"xfeat descriptors must be float16 \(N, 64\)"):

@@ -8,10 +8,11 @@ with ratio-test Hamming matching, or learned ``xfeat`` keypoints with mutual-nea
 cosine matching; storable as plain arrays, so a map database keeps them per keyframe)
 -> points normalised with each image's intrinsics -> 5-point essential matrix in a robust
 estimator (OpenCV USAC, MAGSAC++ or RANSAC; ``cv2.findEssentialMat``) -> ``cv2.recoverPose``
-(cheirality) -> relative pose. Essential-matrix inliers (after cheirality) separate true
-from wrong Gardens Point pairs better than fundamental-matrix inliers for both kinds
-(wrong pairs keep <= 8 essential vs <= 20 fundamental inliers with XFeat;
-benchmarks/local_features.py), and they come with the pose.
+(cheirality) -> relative pose. Essential-matrix inliers (after cheirality) tell true from
+wrong Gardens Point val pairs as well as fundamental-matrix MAGSAC++ inliers do (XFeat, ROC
+AUC night -> day 0.931 vs 0.930, viewpoint 0.983 vs 0.978) and come with the pose; USAC
+does as well as MAGSAC++ there (0.929 / 0.976) for less time, so ``usac`` stays the default
+(benchmarks/local_features.py, benchmarks/README.md).
 
 Candidates with fewer matches (or essential-matrix inliers) than
 ``min_inliers`` are rejected before any pose work: an unrelated candidate then costs
@@ -59,6 +60,7 @@ import cv2
 import numpy as np
 
 from structvpr_core.config import ConfigError
+from structvpr_core.runtime.options import RUNTIMES
 # LocalFeatures, extract_features (ORB) and ORB_DESCRIPTOR_BYTES are imported from here by
 # callers that predate the pluggable kinds
 from structvpr_core.loop_closure.local_features import (  # noqa: F401
@@ -111,6 +113,9 @@ class GeometryConfig:
     # xfeat: the network sees the image shrunk to at most this width (speed; keypoints come
     # back in the input image's pixels)
     max_image_width: int = 640
+    # xfeat: where the network runs: auto (OpenVINO fp32 when installed: torch's outputs within
+    # 1e-5, 2.5x faster) | torch | onnxruntime | openvino (xfeat_features.py)
+    xfeat_runtime: str = "auto"
     # RANSAC: max point-to-epipolar-line distance (pixels) and confidence
     ransac_threshold_px: float = 1.5
     ransac_confidence: float = 0.999
@@ -129,6 +134,8 @@ class GeometryConfig:
             raise ConfigError(f"min_cosine must be in [-1, 1], got {self.min_cosine}")
         if self.max_image_width < 64:
             raise ConfigError(f"max_image_width must be >= 64 pixels, got {self.max_image_width}")
+        if self.xfeat_runtime not in RUNTIMES:
+            raise ConfigError(f"xfeat_runtime must be one of {list(RUNTIMES)}, got {self.xfeat_runtime!r}")
         if self.max_features < MIN_MATCHES_FOR_POSE:
             raise ConfigError(f"max_features must be >= {MIN_MATCHES_FOR_POSE}, got {self.max_features}")
         if not 0 < self.ratio_test <= 1:

@@ -8,7 +8,8 @@ geometric verification still works after a reload) and an optional ``source`` st
 A map holds one feature kind (``feature_kind``: orb or xfeat): adding features of
 another kind is refused, and the node refuses a map whose kind is not its
 ``verification_features``. XFeat keyframes store float16 descriptors (1024 keypoints:
-131 KB + 8 KB of float32 keypoints; float16 keypoints would round to 0.5 px above 1024 px).
+128 KiB + 8 KiB of float32 keypoints; float16 keypoints would round to 0.5 px steps above
+512 px, 1 px steps above 1024 px).
 
 The map remembers which model made its descriptors (``ModelIdentity``): descriptors of
 two different networks live in unrelated spaces, so loading a map with another model
