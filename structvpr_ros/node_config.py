@@ -76,7 +76,7 @@ class NodeConfig:
     consistency_k: int = _p(1, "consecutive agreeing queries needed before a loop closure is published")
     consistency_window: int = _p(3, "best candidates of consecutive queries agree if their map ids differ by <= this")
     # --- sequence matching (structvpr_core.retrieval.sequence) ---------------------------
-    sequence_length: int = _p(1, "match the last L keyframes as a sequence; 1 = single-frame matching")
+    sequence_length: int = _p(3, "match the last L keyframes as a sequence; 1 = single-frame matching")
     sequence_min_velocity: float = _p(0.8, "slowest sequence, map keyframes per query keyframe (0 = standing still)")
     sequence_max_velocity: float = _p(1.25, "fastest sequence, map keyframes per query keyframe")
     sequence_velocity_steps: int = _p(5, "velocities tried, evenly spaced from min to max")
@@ -84,25 +84,26 @@ class NodeConfig:
     sequence_normalization: Literal["auto", "none", "local_contrast"] = _p(
         "auto", "similarity-row normalisation: auto = local_contrast for raw-pixel, none for learned models")
     sequence_score_threshold: float = _p(
-        3.0, "minimum sequence score: standard deviations above the query's typical sequence")
+        0.0, "minimum sequence score: standard deviations above the query's typical sequence")
     sequence_candidates: Literal["sequence", "both"] = _p(
         "sequence", "sequence: sequence matches only | both: then single-frame matches not already listed")
     # --- geometric verification (structvpr_core.loop_closure.geometry) ---------------------------
     verification: Literal["off", "annotate", "require"] = _p(
-        "off", "ORB + essential matrix check: off | annotate (report inliers, pose) | require (drop unverified)")
-    max_features: int = _p(1000, "keypoints per image (orb or xfeat, the strongest)")
+        "require", "local features + essential matrix check: off | annotate (report inliers, pose) | require (drop unverified)")
+    max_features: int = _p(1024, "local-feature keypoints per image (strongest first)")
     ratio_test: float = _p(0.8, "Lowe ratio test for ORB matches")
     ransac_threshold_px: float = _p(1.5, "RANSAC epipolar distance threshold, pixels")
     essential_estimator: Literal["usac", "ransac", "magsac"] = _p(
         "usac", "essential-matrix estimator: usac (LO-RANSAC, ~2.4x faster) | ransac (plain) | magsac (MAGSAC++)")
-    min_inliers: int = _p(30, "inliers needed for a candidate to count as verified")
+    min_inliers: int = _p(40, "inliers needed for a candidate to count as verified")
+    min_keypoints: int = _p(100, "images with fewer keypoints are never verified (tiny or bare frames)")
     verification_threads: int = _p(2, "candidates verified at once (threads)")
     camera_fx: float = _p(0.0, "intrinsics in pixels; 0 = guess (focal 1.2 x larger image side, centred)")
     camera_fy: float = _p(0.0, "see camera_fx")
     camera_cx: float = _p(0.0, "see camera_fx")
     camera_cy: float = _p(0.0, "see camera_fx")
     verification_features: Literal["orb", "xfeat"] = _p(
-        "orb", "local features for verification: orb | xfeat (learned, survives day/night); the map's must match")
+        "xfeat", "local features for verification: orb | xfeat (learned, survives day/night); the map's must match")
     xfeat_min_cosine: float = _p(0.82, "xfeat: mutual nearest-neighbour matches need at least this cosine")
     xfeat_max_image_width: int = _p(640, "xfeat: images are shrunk to at most this width for the network")
     xfeat_runtime: Literal["auto", "torch", "onnxruntime", "openvino"] = _p(
@@ -168,8 +169,8 @@ class NodeConfig:
         geometry = GeometryConfig(max_features=self.max_features, ratio_test=self.ratio_test,
                                   ransac_threshold_px=self.ransac_threshold_px, min_inliers=self.min_inliers,
                                   estimator=self.essential_estimator, features=self.verification_features,
-                                  min_cosine=self.xfeat_min_cosine, max_image_width=self.xfeat_max_image_width,
-                                  xfeat_runtime=self.xfeat_runtime)
+                                  min_keypoints=self.min_keypoints, min_cosine=self.xfeat_min_cosine,
+                                  max_image_width=self.xfeat_max_image_width, xfeat_runtime=self.xfeat_runtime)
         normalization = (normalization_for(self.model) if self.sequence_normalization == "auto"
                          else self.sequence_normalization)
         sequence = SequenceConfig(length=self.sequence_length, min_velocity=self.sequence_min_velocity,

@@ -6,6 +6,7 @@ import pytest
 
 from structvpr_core.config import ConfigError
 from structvpr_core.loop_closure.geometry import (
+    FeatureExtractor,
     GeometryConfig,
     LocalFeatures,
     default_intrinsics,
@@ -92,7 +93,7 @@ def test_rotation_covariance_grows_when_fewer_features_support_the_estimate(camv
     K = default_intrinsics(img.shape[1], img.shape[0])
     rotated, _ = _rotate_view(img, (0, 1, 0), 5.0, K.matrix())
     many = verify(extract_features(rotated, 1000), extract_features(img, 1000), CONFIG, K)
-    few_config = GeometryConfig(max_features=60, min_inliers=10)
+    few_config = GeometryConfig(max_features=60, min_inliers=10, min_keypoints=0)
     few = verify(extract_features(rotated, 60), extract_features(img, 60), few_config, K)
     assert few.inliers < many.inliers / 4
     assert np.trace(few.rotation_covariance) > 2 * np.trace(many.rotation_covariance)
@@ -181,3 +182,17 @@ def test_bad_inputs_are_rejected_with_clear_messages():
         LocalFeatures(np.zeros((3, 2), np.float32), np.zeros((2, 32), np.uint8), (10, 10))
     with pytest.raises(ValueError, match="expected RGB uint8"):
         extract_features(np.zeros((10, 10), np.uint8), 100)
+
+
+def test_images_with_too_few_keypoints_are_never_verified(shared):
+    """nordland64's real 64x32 frames: wrong pairs reach as many inliers as true ones, so they are not verified."""
+    nordland = shared / "data/nordland64"
+    summer, winter = (read_rgb(nordland / f"{s}/images-29000.png") for s in ("summer", "winter"))
+    extractor = FeatureExtractor("xfeat", 1024)
+    a, b = extractor(summer), extractor(winter)
+    assert 0 < min(len(a), len(b)) < 100
+    config = GeometryConfig(features="xfeat", min_inliers=5)
+    refused = verify(a, b, config)
+    assert (refused.matches, refused.inliers, refused.verified) == (0, 0, False)
+    # with the rule off the pair is matched and RANSAC runs: what the rule protects against
+    assert verify(a, b, GeometryConfig(features="xfeat", min_inliers=5, min_keypoints=0)).matches > 0

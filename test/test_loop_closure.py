@@ -10,6 +10,7 @@ from structvpr_core.loop_closure.geometry import GeometryConfig, extract_feature
 from structvpr_core.data.images import read_rgb
 from structvpr_core.loop_closure.candidates import NS_PER_S, KeyframeSelector, LoopClosureConfig, LoopDetector, PoseBuffer
 from structvpr_core.retrieval.map_database import MapDatabase, ModelIdentity
+from structvpr_core.retrieval.sequence import SequenceConfig
 
 # Summer pass 33200..33400 (21 places) is the map; on winter 33240..33310 the raw-pixel
 # baseline ranks the right place (+-1 frame) first for 8 queries in a row.
@@ -17,6 +18,14 @@ MAP_FRAMES = list(range(33200, 33410, 10))
 QUERY_FRAMES = list(range(33240, 33320, 10))
 UNRELATED_FRAME = 29000  # 4 km earlier on the line
 STEP_S = 2  # keyframe spacing of the synthetic stamps
+
+
+def single_frame(**kwargs) -> LoopClosureConfig:
+    """The rules one at a time: single-frame matching, no verification, ORB (unless asked)."""
+    kwargs.setdefault("sequence", SequenceConfig(length=1))
+    kwargs.setdefault("verification", "off")
+    kwargs.setdefault("geometry", GeometryConfig())
+    return LoopClosureConfig(**kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +48,7 @@ def test_candidates_are_the_top_k_above_threshold_best_first(nordland):
     encoder, summer, winter, _ = nordland
     db = _map(encoder, summer)
     threshold = 0.2
-    detector = LoopDetector(db, LoopClosureConfig(top_k=4, score_threshold=threshold))
+    detector = LoopDetector(db, single_frame(top_k=4, score_threshold=threshold))
     for q, frame in zip(winter, QUERY_FRAMES):
         det = detector.detect(q, stamp_ns=10**12, exclude_recent=False)
         brute = summer @ q
@@ -49,7 +58,7 @@ def test_candidates_are_the_top_k_above_threshold_best_first(nordland):
         # and the right place (+-1 frame) is the best candidate
         assert abs(MAP_FRAMES[det.candidates[0].map_id] - frame) <= 10
     # a threshold above every score leaves nothing, and nothing is consistent then
-    strict = LoopDetector(db, LoopClosureConfig(score_threshold=0.99))
+    strict = LoopDetector(db, single_frame(score_threshold=0.99))
     det = strict.detect(winter[0], stamp_ns=10**12, exclude_recent=False)
     assert det.candidates == [] and det.streak == 0 and not det.loop_closed
 
@@ -59,7 +68,7 @@ def test_mapping_mode_ignores_keyframes_newer_than_the_exclusion_window(nordland
     db = _map(encoder, summer)
     query_index = 15  # revisiting keyframe 15's own image right after it was added
     stamp = query_index * STEP_S * NS_PER_S + NS_PER_S // 2
-    config = LoopClosureConfig(top_k=3, score_threshold=-1.0, exclude_recent_s=10.0)
+    config = single_frame(top_k=3, score_threshold=-1.0, exclude_recent_s=10.0)
     detector = LoopDetector(db, config)
 
     # without exclusion the robot matches itself (score 1)
@@ -80,7 +89,7 @@ def test_mapping_mode_ignores_keyframes_newer_than_the_exclusion_window(nordland
 def test_consistency_needs_k_consecutive_agreeing_detections(nordland):
     encoder, summer, winter, unrelated = nordland
     db = _map(encoder, summer)
-    detector = LoopDetector(db, LoopClosureConfig(score_threshold=0.2, consistency_k=3, consistency_window=2))
+    detector = LoopDetector(db, single_frame(score_threshold=0.2, consistency_k=3, consistency_window=2))
     now = 10**12
 
     fired = [detector.detect(q, now, exclude_recent=False) for q in winter[:4]]
@@ -99,7 +108,7 @@ def test_consistency_needs_k_consecutive_agreeing_detections(nordland):
     assert detector.detect(winter[7], now, exclude_recent=False).streak == 1
 
     # a window of 0 demands the very same keyframe: the moving train never agrees with itself
-    exact = LoopDetector(db, LoopClosureConfig(score_threshold=0.2, consistency_k=2, consistency_window=0))
+    exact = LoopDetector(db, single_frame(score_threshold=0.2, consistency_k=2, consistency_window=0))
     ids = [exact.detect(q, now, exclude_recent=False).candidates[0].map_id for q in winter[:4]]
     assert len(set(ids)) == 4  # distinct consecutive matches ...
     exact.reset()
@@ -119,17 +128,17 @@ def test_required_verification_keeps_only_geometrically_consistent_candidates(sh
     desc, feats = encoder.encode([query])[0], extract_features(query, 1000)
 
     config = dict(top_k=4, score_threshold=-1.0, geometry=GeometryConfig(min_inliers=30))
-    annotated = LoopDetector(db, LoopClosureConfig(verification="annotate", **config)).detect(desc, 0, False, feats)
+    annotated = LoopDetector(db, single_frame(verification="annotate", **config)).detect(desc, 0, False, feats)
     assert len(annotated.candidates) == 4
     assert annotated.candidates[0].map_id == 2 and annotated.candidates[0].verification.verified
     assert all(c.verification is not None and not c.verification.verified for c in annotated.candidates[1:])
 
-    required = LoopDetector(db, LoopClosureConfig(verification="require", **config)).detect(desc, 0, False, feats)
+    required = LoopDetector(db, single_frame(verification="require", **config)).detect(desc, 0, False, feats)
     assert [c.map_id for c in required.candidates] == [2]
     assert required.candidates[0].verification.inliers >= 100
 
     # off: no verification at all, pure descriptor ranking
-    plain = LoopDetector(db, LoopClosureConfig(verification="off", **config)).detect(desc, 0, False, feats)
+    plain = LoopDetector(db, single_frame(verification="off", **config)).detect(desc, 0, False, feats)
     assert all(c.verification is None for c in plain.candidates)
     assert [c.score for c in plain.candidates] == sorted((c.score for c in plain.candidates), reverse=True)
 
@@ -148,7 +157,7 @@ def test_threaded_verification_gives_the_sequential_results(shared):
 
     results = {}
     for threads in (1, 3):
-        config = LoopClosureConfig(top_k=len(images), score_threshold=-1.0, verification="annotate",
+        config = single_frame(top_k=len(images), score_threshold=-1.0, verification="annotate",
                                    verification_threads=threads)
         detection = LoopDetector(db, config).detect(desc, 0, False, feats)
         results[threads] = [(c.map_id, c.verification.inliers, c.verification.verified,
@@ -199,3 +208,11 @@ def test_pose_buffer_returns_the_nearest_pose_within_the_offset():
     for bad in (-0.1, float("nan"), float("inf")):
         with pytest.raises(ConfigError, match="finite number >= 0"):
             PoseBuffer(max_offset_s=bad)
+
+
+def test_core_defaults_are_the_nodes_shipped_defaults():
+    """Missions and the benchmark score LoopClosureConfig(); the node runs config/structvpr.yaml's values."""
+    from structvpr_ros.node_config import config_from_parameters, parameter_defaults
+
+    node = config_from_parameters({k: v for k, (v, _) in parameter_defaults().items()})
+    assert node.loop_closure_config() == LoopClosureConfig()

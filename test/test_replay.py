@@ -14,6 +14,15 @@ from structvpr_core.retrieval.map_database import MapDatabase
 from structvpr_core.retrieval.sequence import SequenceConfig, ranked_by_sequence
 
 RANGE = "29000:29290"  # 30 test-split places
+# The mechanisms under test here (replay, scoring, matching answers to images) with the plainest rules:
+# single frames, no verification (raw-pixel maps carry no local features)
+PLAIN = {"verification": "off", "sequence_length": 1, "sequence_score_threshold": 3.0}
+
+
+def params_file(path, **values):
+    lines = "".join(f"    {k}: {v!r}\n".replace("'", '"') for k, v in {**PLAIN, **values}.items())
+    path.write_text(f"structvpr_node:\n  ros__parameters:\n{lines}")
+    return path
 FRAMES = range(29000, 29300, 10)
 
 
@@ -43,6 +52,7 @@ def test_replay_in_process_matches_offline_retrieval(data, tmp_path):
     tmp, nordland = data
     report_path = tmp_path / "report.json"
     assert main(["replay", "--bag", str(tmp / "winter.bag"), "--map", str(tmp / "map"), "--model", "raw-pixel",
+                 "--params", str(params_file(tmp_path / "plain.yaml")),
                  "--rate-scale", "0", "--gt-radius", "10", "0", "--out", str(report_path)]) == 0
     report = json.loads(report_path.read_text())
     assert (tmp_path / "report_pr.png").stat().st_size > 5000
@@ -77,6 +87,7 @@ def test_replay_with_sequences_equals_offline_sequence_matching(data, tmp_path):
     tmp, nordland = data
     report_path = tmp_path / "report.json"
     assert main(["replay", "--bag", str(tmp / "winter.bag"), "--map", str(tmp / "map"), "--model", "raw-pixel",
+                 "--params", str(params_file(tmp_path / "plain.yaml")),
                  "--rate-scale", "0", "--gt-radius", "10", "--sequence-length", "5", "--out", str(report_path)]) == 0
     report = json.loads(report_path.read_text())
     assert report["frames"]["answered"] == 30 and report["node_overrides"]["sequence_length"] == 5
@@ -101,6 +112,7 @@ def test_gt_file_gives_the_same_numbers_as_exact_poses(data, tmp_path):
     gt.write_text("query_stamp_ns,map_id\n" + "".join(f"{s},{i}\n" for i, s in enumerate(stamps)))
     for name, extra in (("file", ["--gt", str(gt)]), ("poses", ["--gt-radius", "0"])):
         assert main(["replay", "--bag", str(tmp / "winter.bag"), "--map", str(tmp / "map"), "--model", "raw-pixel",
+                 "--params", str(params_file(tmp_path / "plain.yaml")),
                      "--rate-scale", "0", *extra, "--out", str(tmp_path / f"{name}.json")]) == 0
     by_file = json.loads((tmp_path / "file.json").read_text())["ground_truth"]["file gt.csv"]
     by_pose = json.loads((tmp_path / "poses.json").read_text())["ground_truth"]["poses, radius 0"]
@@ -113,6 +125,7 @@ def test_unthrottled_separate_process_counts_drops_consistently(data, tmp_path):
     report_path = tmp_path / "r.json"
     # no pacing, never wait: the node sees bursts and keeps only the newest frame
     assert main(["replay", "--bag", str(tmp / "winter.bag"), "--map", str(tmp / "map"), "--model", "raw-pixel",
+                 "--params", str(params_file(tmp_path / "plain.yaml")),
                  "--separate-process", "--rate-scale", "0", "--max-in-flight", "0", "--answer-timeout", "2",
                  "--gt-radius", "10", "--out", str(report_path)]) == 0
     report = json.loads(report_path.read_text())
@@ -135,6 +148,7 @@ def test_model_mismatch_and_missing_gt_fail_with_one_line(data, tmp_path, capsys
     assert main(["make-bag", "--images", str(nordland / "winter"), "--frame-range", "29000:29020",
                  "--out", str(tmp_path / "no_odom.bag")]) == 0
     assert main(["replay", "--bag", str(tmp_path / "no_odom.bag"), "--map", str(tmp / "map"), "--model", "raw-pixel",
+                 "--params", str(params_file(tmp_path / "plain.yaml")),
                  "--out", str(tmp_path / "r.json")]) == 2
     err = capsys.readouterr().err
     assert "3 of 3 images have no pose" in err and "--gt none" in err
@@ -147,6 +161,7 @@ def test_without_ground_truth_replays_and_reports_candidates_latency_and_drops(d
                  "--out", str(tmp_path / "no_odom.bag")]) == 0
     report_path = tmp_path / "r.json"
     assert main(["replay", "--bag", str(tmp_path / "no_odom.bag"), "--map", str(tmp / "map"), "--model", "raw-pixel",
+                 "--params", str(params_file(tmp_path / "plain.yaml")),
                  "--rate-scale", "0", "--gt", "none", "--out", str(report_path)]) == 0
     assert "not scored (--gt none); candidates published for 5 of 5 images" in capsys.readouterr().out
     report = json.loads(report_path.read_text())
@@ -168,6 +183,7 @@ def test_images_without_own_stamps_are_matched_by_the_nodes_image_number(data, t
     write_image_bag(tmp_path / "q.bag", frames, header, record, topic="/cam/image")
     report_path = tmp_path / "r.json"
     assert main(["replay", "--bag", str(tmp_path / "q.bag"), "--map", str(tmp / "map"), "--model", "raw-pixel",
+                 "--params", str(params_file(tmp_path / "plain.yaml")),
                  "--rate-scale", "0", "--gt", "none", "--out", str(report_path)]) == 0
     report = json.loads(report_path.read_text())
     assert report["answers_matched"].startswith("by query_id")
@@ -190,6 +206,7 @@ def test_real_ros1_bags_replay(shared, tmp_path):
                      "--out", str(map_dir)]) == 0
         report_path = tmp_path / f"{name}.json"
         assert main(["replay", "--bag", str(bag), "--topic", topic, "--map", str(map_dir), "--model", "raw-pixel",
+                 "--params", str(params_file(tmp_path / "plain.yaml")),
                      "--rate-scale", "0", "--gt", "none", "--out", str(report_path)]) == 0
         report = json.loads(report_path.read_text())
         assert report["image_topic"] == topic and report["frames"]["answered"] == 1
@@ -232,7 +249,7 @@ def test_mapping_replay_publishes_what_the_offline_detector_ranks_and_scores_eve
                  "--out", str(tmp_path / "run.bag")]) == 0
     report_path = tmp_path / "mapping.json"
     params = tmp_path / "params.yaml"  # raw-pixel cosines are small: an operating point inside their range
-    params.write_text("structvpr_node:\n  ros__parameters:\n    score_threshold: 0.3\n    exclude_recent_s: 10.0\n")
+    params_file(params, score_threshold=0.3, exclude_recent_s=10.0)
     assert main(["replay", "--mode", "mapping", "--bag", str(tmp_path / "run.bag"), "--model", "raw-pixel",
                  "--params", str(params), "--rate-scale", "0", "--gt-radius", "10", "--out", str(report_path)]) == 0
     report = json.loads(report_path.read_text())
@@ -240,7 +257,8 @@ def test_mapping_replay_publishes_what_the_offline_detector_ranks_and_scores_eve
     assert [q["map_id"] for q in report["queries"]] == list(range(60))
 
     descriptors = RawPixelEncoder().encode([read_rgb(f.path) for f in frames])
-    offline = play_mission(frames, descriptors, LoopClosureConfig(score_threshold=-1.0, exclude_recent_s=10.0))
+    offline = play_mission(frames, descriptors, LoopClosureConfig(
+        score_threshold=-1.0, exclude_recent_s=10.0, verification="off", sequence=SequenceConfig(length=1)))
     for entry, expected in zip(report["queries"], offline.outcomes):
         assert [i for i, _ in entry["candidates"]] == [i for i, _ in expected.ranked]
     truth = report["ground_truth"]["poses, radius 10"]
@@ -261,7 +279,7 @@ def test_mapping_replay_publishes_what_the_offline_detector_ranks_and_scores_eve
 def test_replay_takes_sequence_settings_from_the_params_file_unless_given(data, tmp_path):
     tmp, _ = data
     params = tmp_path / "params.yaml"
-    params.write_text("structvpr_node:\n  ros__parameters:\n    sequence_length: 4\n    sequence_velocity_steps: 3\n")
+    params_file(params, sequence_length=4, sequence_velocity_steps=3)
     base = ["replay", "--bag", str(tmp / "winter.bag"), "--map", str(tmp / "map"), "--model", "raw-pixel",
             "--rate-scale", "0", "--gt", "none", "--params", str(params)]
     assert main([*base, "--out", str(tmp_path / "a.json")]) == 0
@@ -275,8 +293,10 @@ def test_replay_takes_sequence_settings_from_the_params_file_unless_given(data, 
 def test_replay_refuses_an_unusable_report_path_before_playing(data, tmp_path, capsys):
     tmp, _ = data
     assert main(["replay", "--bag", str(tmp / "winter.bag"), "--map", str(tmp / "map"), "--model", "raw-pixel",
+                 "--params", str(params_file(tmp_path / "plain.yaml")),
                  "--out", str(tmp_path)]) == 2
     assert "is a directory" in capsys.readouterr().err
     assert main(["replay", "--mode", "localization", "--bag", str(tmp / "winter.bag"), "--model", "raw-pixel",
+                 "--params", str(params_file(tmp_path / "plain.yaml")),
                  "--out", str(tmp_path / "r.json")]) == 2
     assert "--map is required in localization mode" in capsys.readouterr().err

@@ -51,6 +51,7 @@ from structvpr_core.evaluation.metrics import recall_at_n
 from structvpr_core.io_utils import atomic_write, atomic_write_text
 from structvpr_core.paths import REPO_ROOT, shared_dir
 from structvpr_core.evaluation.evaluate import retrieve
+from structvpr_core.evaluation.mission_benchmark import missions_table
 from structvpr_core.retrieval.sequence import SequenceConfig, normalization_for
 from structvpr_core.runtime.encoder import BASELINES, Encoder, encode_paths, load_encoder
 from structvpr_core.runtime.options import add_inference_arguments
@@ -343,6 +344,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sequence-lengths", default="1", metavar="L1,L2,...",
                         help="query sequence lengths, e.g. 1,5,10,20 (default 1 = single images); L > 1 matches the "
                              "last L queries as a sequence on the sets recorded as traversals (not GRIEF)")
+    parser.add_argument("--missions", choices=("test", "val", "all", "none"), default="test",
+                        help="also play the SLAM-style missions of this split (evaluation/missions.py) through the "
+                             "loop-closure detector at the node's defaults, every model at its own input size "
+                             "(default test; none = skip)")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmark.md"),
                         help="Markdown table; the JSON and the bar plot go beside it (.json, .png)")
     parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "structvpr" / "benchmark",
@@ -354,6 +359,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="auto | cpu | cuda[:N] (default cpu)")
     parser.add_argument("--batch-size", type=int, default=16)
     add_inference_arguments(parser, precision=DEFAULT_PATH["precision"])
+
+
+MISSIONS_README = """### Missions: loop closures at the node's defaults (mapping mode)
+
+One run that revisits places (`structvpr_core/evaluation/missions.py`); every query counts, and a
+query of a new place that publishes anything is a false positive. recall@100%P and PR-AUC sweep the
+final score (inliers with verification); *published* is what the node's shipped defaults
+(`config/structvpr.yaml`) put out: that column must read 0 wrong. Each model runs at its own
+input size, as in the node; local features and the rules are the same for every model.
+"""
+
+
+def mission_rows(models: list[str], args: argparse.Namespace, data_root: Path) -> list[dict]:
+    """Every model through the chosen split's missions at the node's defaults (descriptors cached)."""
+    from structvpr_core.evaluation.mission_benchmark import run_missions
+    from structvpr_core.evaluation.missions import missions
+
+    cache_dir = None if args.no_cache else args.cache_dir
+    encoders: dict[str, Encoder] = {}
+
+    def encode(spec: str, paths: list[Path]) -> np.ndarray:
+        if spec not in encoders:
+            encoders[spec] = load_encoder(spec, device=args.device, runtime=args.runtime, precision=args.precision)
+        encoder = encoders[spec]
+        return cached_descriptors(encoder, model_fingerprint(encoder), paths, cache_dir, args.batch_size)[0]
+
+    return run_missions(models, missions(None if args.missions == "all" else args.missions), data_root, encode,
+                        cache_dir=cache_dir)
 
 
 def parse_sequence_lengths(text: str) -> tuple[int, ...]:
@@ -385,8 +418,12 @@ def run(args: argparse.Namespace) -> int:
     report = run_benchmark(models, eval_sets, lengths, cache_dir=None if args.no_cache else args.cache_dir,
                            device=args.device, batch_size=args.batch_size, runtime=args.runtime,
                            precision=args.precision, reference=reference)
+    if args.missions != "none":
+        report["missions"] = mission_rows(models, args, data_root=shared_dir() / "data")
     report["wall_s"] = round(time.perf_counter() - start, 1)
     table = markdown_table(report)
+    if report.get("missions"):
+        table += "\n\n" + MISSIONS_README + "\n" + missions_table(report["missions"], model_labels(report))
     print(table)
     json_path, png_path = args.out.with_suffix(".json"), args.out.with_suffix(".png")
     plot_bars(report, png_path)
@@ -394,6 +431,7 @@ def run(args: argparse.Namespace) -> int:
                        + (["--sets", *(f"'{n}'" for n in args.sets)] if args.sets else [])
                        + ([f"--sequence-lengths {args.sequence_lengths}"] if lengths != (1,) else [])
                        + ([f"--reference {args.reference}"] if args.reference != DEFAULT_REFERENCE else [])
+                       + ([f"--missions {args.missions}"] if args.missions != "test" else [])
                        + [f"--{k} {getattr(args, k)}" for k in ("runtime", "precision")
                           if getattr(args, k) != DEFAULT_PATH[k]])
     encoded = sum(e["num_images"] for e in report["encodings"] if not e["cached"])

@@ -63,6 +63,9 @@ NS_PER_S = 1_000_000_000
 
 @dataclass
 class LoopClosureConfig:
+    """Defaults = the node's shipped defaults (config/structvpr.yaml; chosen on the val missions for
+    precision 1.0 at the highest recall, docs/loop_closure.md; a test keeps the two equal)."""
+
     # candidates retrieved per query
     top_k: int = 5
     # minimum cosine similarity of a candidate, in [-1, 1]
@@ -74,15 +77,16 @@ class LoopClosureConfig:
     # best candidates of consecutive queries agree when their map ids differ by <= this
     consistency_window: int = 3
     # geometric verification: off | annotate (fill in inliers/pose) | require (drop unverified)
-    verification: Literal["off", "annotate", "require"] = "off"
-    geometry: GeometryConfig = field(default_factory=GeometryConfig)
+    verification: Literal["off", "annotate", "require"] = "require"
+    geometry: GeometryConfig = field(default_factory=lambda: GeometryConfig(features="xfeat", max_features=1024,
+                                                                            min_inliers=40))
     # candidates verified at once (threads; OpenCV's RANSAC and faiss release the GIL). The
     # encoder has finished when verification runs, so on 2 cores both are free for it.
     verification_threads: int = 2
     # sequence matching; length 1 = single-frame
-    sequence: SequenceConfig = field(default_factory=lambda: SequenceConfig(length=1))
+    sequence: SequenceConfig = field(default_factory=lambda: SequenceConfig(length=3))
     # sequence matches: minimum sequence score (z-score: standard deviations above the query's typical sequence)
-    sequence_score_threshold: float = 3.0
+    sequence_score_threshold: float = 0.0
     # sequence: sequence candidates only | both: then single-frame candidates not already listed
     sequence_candidates: Literal["sequence", "both"] = "sequence"
 

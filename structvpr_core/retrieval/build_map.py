@@ -35,6 +35,7 @@ import numpy as np
 from structvpr_core.arguments import parse_frame_range, parse_size
 from structvpr_core.data import sequence
 from structvpr_core.data.images import read_rgb
+from structvpr_core.loop_closure.candidates import LoopClosureConfig
 from structvpr_core.loop_closure.local_features import FEATURE_KINDS, FeatureExtractor
 from structvpr_core.progress import progress
 from structvpr_core.retrieval.map_database import MapDatabase, ModelIdentity
@@ -63,12 +64,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resize", help="WxH the network is fed (default: the model's own input size)")
     parser.add_argument("--frame-range", help="A:B, keep frames numbered A..B (--images only)")
     parser.add_argument("--with-features", action="store_true", help="store local features for geometric verification")
-    parser.add_argument("--features", choices=FEATURE_KINDS, default="orb",
-                        help="--with-features: local-feature kind (default orb; the node's verification_features)")
-    parser.add_argument("--max-features", type=int, default=1000, help="keypoints per image (default 1000)")
-    parser.add_argument("--xfeat-max-image-width", type=int, default=640,
+    node = LoopClosureConfig().geometry  # the node's defaults: a map the shipped node can verify against
+    parser.add_argument("--features", choices=FEATURE_KINDS, default=node.features,
+                        help=f"--with-features: local-feature kind (default {node.features}, the node's "
+                             f"verification_features)")
+    parser.add_argument("--max-features", type=int, default=node.max_features,
+                        help=f"keypoints per image (default {node.max_features}, the node's max_features)")
+    parser.add_argument("--xfeat-max-image-width", type=int, default=node.max_image_width,
                         help="--features xfeat: images are shrunk to this width for the network "
-                             "(default 640, the node's xfeat_max_image_width)")
+                             f"(default {node.max_image_width}, the node's xfeat_max_image_width)")
     parser.add_argument("--rate", type=float, default=sequence.DEFAULT_RATE_HZ,
                         help="--images without CSV stamps: frames per second of the synthetic stamps (default 10)")
     parser.add_argument("--start-stamp", type=float, default=sequence.DEFAULT_START_S,
