@@ -1,31 +1,40 @@
 """``structvpr replay``: play a bag into the live node and score the loop closures it publishes.
 
+Two modes, as the node has:
+- ``--mode localization`` (default): the node queries a fixed ``--map`` built earlier;
+- ``--mode mapping``: one run that revisits places. The node starts from an empty map (or a
+  copy of ``--map``: the user's map is never changed), every image queries the map built so
+  far and is then added. This is what SLAM users live with: most images are new places.
+
 What happens:
 1. The bag (a rosbag2 directory or a ROS 1 ``.bag`` file) is indexed with rosbags: the
    stamp of every image (its header stamp; its record time when the header stamp is 0,
    as the node then uses its arrival time) and the odometry pose nearest it within the
    node's ``odom_max_offset_s``.
-2. The real ``StructVPRNode`` starts in localization mode against ``--map`` — in this
-   process on its own executor thread (default), or as a separate process
-   (``--separate-process``, ``python -m structvpr_ros.node``) — with ``--params``
-   plus the overrides listed below.
+2. The real ``StructVPRNode`` starts — in this process on its own executor thread
+   (default), or as a separate process (``--separate-process``, ``python -m
+   structvpr_ros.node``) — with ``--params`` plus the overrides listed below.
 3. The bag's image and odometry messages are published on their topics (RELIABLE QoS,
    the bag's CDR bytes as they are, like ``ros2 bag play``; ROS 1 data converted to
    CDR), each preceded by ``/clock`` (rosgraph_msgs/Clock) at the message's bag time;
    the node runs with ``use_sim_time``. Every ``LoopClosure`` on
    ``/structvpr_node/loop_closure`` is recorded and matched to its image: by header
-   stamp when every image has its own non-zero stamp, else (stamps 0 or repeated) by
-   ``query_id``, which in localization mode is the image's number among those the node
-   received — checked against the node's received count and every non-zero stamp.
-4. Metrics against ground truth: from poses (the bag's odometry at each image stamp vs
-   the map keyframes' poses; a candidate is correct when within ``--gt-radius``), or
-   from a ground-truth CSV ``query_stamp_ns,map_id`` (one row per correct pair), or
-   none (``--gt none``: a bag without odometry or ground truth is replayed and reported,
-   not scored). Reported: Recall@N (N up to the node's top_k), the precision-recall
-   curve over the top-1 candidate score with its AUC (average precision) and recall at
-   100% precision, and the precision/recall at the params file's score_threshold.
-   Frames the node never answered count as misses.
-5. Frames sent vs answered (drops), round-trip latency (image published -> its
+   stamp when every image has its own non-zero stamp, else (localization only: stamps 0
+   or repeated) by ``query_id``, the image's number among those the node received —
+   checked against the node's received count and every non-zero stamp.
+4. Ground truth (``structvpr_core.evaluation.ground_truth``): from poses (the bag's
+   odometry at each image stamp; localization: map keyframes within ``--gt-radius``;
+   mapping: earlier keyframes of the run within the radius and older than the params'
+   ``exclude_recent_s``), or from a file (localization: CSV ``query_stamp_ns,map_id``;
+   mapping: CSV ``stamp_a_ns,stamp_b_ns`` pairs or a loop matrix over the bag's images),
+   or none (``--gt none``: replayed and reported, not scored).
+5. Scoring (``structvpr_core.evaluation.loop_scoring``): every query counts; one without a
+   true match that publishes anything is a false positive. Reported: the loop closures
+   the params file's operating point publishes (precision, recall, wrong ones and how many
+   of them on new places), the precision-recall curve over the final score with PR-AUC
+   and recall@100%P, Recall@N, the worst false positives. Frames the node never
+   answered count as misses.
+6. Frames sent vs answered (drops), round-trip latency (image published -> its
    LoopClosure received), the candidates published for every image, the node's own
    counters from /diagnostics; JSON report and PR-curve PNG.
 
@@ -37,16 +46,20 @@ than it processes and every frame is a query; waiting shifts the rest of the sch
 node slower than the bag then drops frames (it keeps only the newest), which is how
 drops are measured. An image unanswered after ``--answer-timeout`` seconds is given up.
 
-Node parameters forced by replay (the rest come from ``--params``): mode=localization,
-map_dir, model, input size (``--resize``, default: the size the map was built with),
-device, image/compressed/odometry topics (the bag's), use_sim_time=true,
-score_threshold=-1 and sequence_score_threshold=-1e9 (the PR curve sweeps the threshold
-instead), keyframe_min_interval_s=keyframe_min_distance_m=0 (every frame is a query), and
-the sequence options (``--sequence-length`` etc., as in ``structvpr eval``; length 1 =
-single-frame). With sequences the PR curve sweeps the top-1 sequence score.
+Parameters. The params file is honoured; a command-line flag overrides it only when
+given (``--sequence-*``). Replay forces: mode, map_dir, model, input size (``--resize``,
+default: the size the map was built with), device, the bag's topics, use_sim_time=true,
+keyframe_min_interval_s=keyframe_min_distance_m=0 (every image is a keyframe and a
+query), consistency_k=1, and the score thresholds open (score_threshold=-1,
+sequence_score_threshold=-1e9) so the curve can sweep them. The operating point is then
+computed exactly from what the node published: the thresholds only remove candidates
+from its ranked list, so the params file's loop closure is the first candidate that
+passes them (and, with ``verification: require``, is verified). With verification the
+curve sweeps the inliers of the candidates that pass the score thresholds; without, the
+score (cosine, or the sequence z-score).
 
 Example:
-    structvpr replay --bag winter.bag --map summer_map --model raw-pixel --gt-radius 10 0 \\
+    structvpr replay --mode mapping --bag run.bag --model lite0_realres_none_seed2_fp16.pt --gt-radius 2 \\
         --out report.json --plot pr.png
 """
 

@@ -226,7 +226,7 @@ def test_build_map_stores_the_requested_feature_kind(shared, tmp_path):
     common = ["build-map", "--model", "raw-pixel", "--images", str(shared / "data/gardenspoint/day_right"),
               "--frame-range", "140:142", "--with-features"]
     assert cli_main([*common, "--out", str(tmp_path / "xfeat"), "--features", "xfeat", "--max-features", "512"]) == 0
-    assert cli_main([*common, "--out", str(tmp_path / "orb")]) == 0
+    assert cli_main([*common, "--out", str(tmp_path / "orb"), "--features", "orb"]) == 0
     xf, orb = MapDatabase.load(tmp_path / "xfeat"), MapDatabase.load(tmp_path / "orb")
     assert len(xf) == len(orb) == 3
     assert xf.feature_kind == "xfeat" and orb.feature_kind == "orb"

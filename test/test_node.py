@@ -40,9 +40,11 @@ QUERY_FRAMES = list(range(33240, 33320, 10))
 FIRST_QUERY_PLACE = MAP_FRAMES.index(QUERY_FRAMES[0])
 SUMMER_T0, WINTER_T0 = 100, 1000  # stamps (s) of the first summer / winter image
 PLACE_SPACING_M = 10.0  # odometry x of map place i is 10 * i
-# raw-pixel: these tests are about the node's behaviour, and it needs no network
+# raw-pixel: these tests are about the node's behaviour, and it needs no network; one rule at a time
+# (single frames, no verification) unless a test asks for sequences or verification
 BASE = dict(model="raw-pixel", image_topic="image", keyframe_min_interval_s=0.0, score_threshold=0.2, top_k=3,
-            exclude_recent_s=30.0, diagnostics_period_s=0.2)
+            exclude_recent_s=30.0, diagnostics_period_s=0.2, sequence_length=1, sequence_score_threshold=3.0,
+            verification="off")
 
 
 @pytest.fixture(scope="module")
@@ -378,7 +380,7 @@ def test_a_map_with_another_local_feature_kind_is_refused(tmp_path, shared):
         with pytest.raises(StartupError, match="verification_features: the map .* holds orb features, "
                                                "verification_features is 'xfeat'"):
             StructVPRNode(context=context, parameter_overrides=overrides(
-                **BASE, map_dir=str(tmp_path / "map"), mode="localization", verification="annotate",
+                **{**BASE, "verification": "annotate"}, map_dir=str(tmp_path / "map"), mode="localization",
                 verification_features="xfeat"))
 
 
@@ -393,7 +395,7 @@ def test_xfeat_verification_verifies_a_night_query_against_the_right_day_keyfram
                               exclude_recent_s=0.0)
         for i, n in enumerate((10, 70, 130)):
             client.send_image(image_msg(frame(f"day_right/Image{n:03d}"), (1 + i) * NS_PER_S))
-        assert node.db.feature_kind == "xfeat" and len(node.db.keyframe(0).features) == 1000
+        assert node.db.feature_kind == "xfeat" and len(node.db.keyframe(0).features) == node.config.max_features
         msg = client.send_image(image_msg(frame("night_right/Image010"), 10 * NS_PER_S))
         verified = [c.map_id for c in msg.candidates if c.verified]
         assert verified == [0], [(c.map_id, c.inliers) for c in msg.candidates]

@@ -22,7 +22,7 @@ def test_query_id_counts_every_received_image_and_unstamped_answers_carry_the_ar
     with ros_context() as context:
         node = StructVPRNode(context=context, parameter_overrides=overrides(
             mode="localization", map_dir=str(tmp_path / "map"), model="raw-pixel", image_topic="image",
-            keyframe_min_interval_s=0.0, score_threshold=-1.0))
+            keyframe_min_interval_s=0.0, score_threshold=-1.0, sequence_length=1, verification="off"))
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(node)
         client = Client(context, executor)

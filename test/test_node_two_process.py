@@ -52,7 +52,8 @@ def test_node_process_answers_queries_saves_its_map_and_exits_cleanly(shared, tm
     summer = [read_rgb(root / f"summer/images-{f:05d}.png") for f in MAP_FRAMES]
     query = read_rgb(root / f"winter/images-{QUERY_FRAME:05d}.png")
     params = _params_file(tmp_path, model="raw-pixel", keyframe_min_interval_s=0.0, score_threshold=0.2,
-                          top_k=2, map_dir=str(tmp_path / "map"), diagnostics_period_s=0.5)
+                          top_k=2, map_dir=str(tmp_path / "map"), diagnostics_period_s=0.5, sequence_length=1,
+                          verification="off")
     # -p overrides the params file; a misspelt parameter is reported, not silently ignored
     proc = _start_node(params, "image_topic:=camera/image", "scor_threshold:=0.9")
     try:
