@@ -51,7 +51,11 @@ from structvpr_core.evaluation.metrics import recall_at_n
 from structvpr_core.io_utils import atomic_write, atomic_write_text
 from structvpr_core.paths import REPO_ROOT, shared_dir
 from structvpr_core.evaluation.evaluate import retrieve
+from structvpr_core.evaluation.feature_cache import cached_features
 from structvpr_core.evaluation.mission_benchmark import missions_table
+from structvpr_core.evaluation.rerank_eval import reranked_recall_at_1
+from structvpr_core.loop_closure.candidates import LoopClosureConfig
+from structvpr_core.loop_closure.geometry import GeometryConfig
 from structvpr_core.retrieval.sequence import SequenceConfig, normalization_for
 from structvpr_core.runtime.encoder import BASELINES, Encoder, encode_paths, load_encoder
 from structvpr_core.runtime.options import add_inference_arguments
@@ -187,15 +191,20 @@ def mean_over_sets(rows: list[dict]) -> dict:
 def run_benchmark(models: list[str], eval_sets=EVAL_SETS, sequence_lengths=(1,), data_root: Path | None = None,
                   cache_dir: Path | None = None, device: str = "cpu", batch_size: int = 16,
                   runtime: str = "auto", precision: str = "fp32", reference: str | None = None,
-                  log: Callable[[str], None] = print) -> dict:
+                  rerank: GeometryConfig | None = None, log: Callable[[str], None] = print) -> dict:
     """Evaluate every model on every set (and sequence length where the set is sequential);
     with ``reference`` (one of ``models``) also every other model's paired difference to it.
 
     Sets declared at the same resolution are encoded together, so an image they share
-    (gardenspoint's day_right database) is encoded once per model.
+    (gardenspoint's day_right database) is encoded once per model. With ``rerank`` (the node's
+    verification settings) single-image rows also get R@1 with the top 5 re-ranked by inliers.
     """
     data_root = data_root or shared_dir() / "data"
     loaded = {s.name: s.load(data_root) for s in eval_sets}
+    features, inliers_cache = {}, {}
+    if rerank is not None:  # local features do not depend on the model: extracted once, at native size
+        paths = sorted({p for sets in loaded.values() for ps in sets for p in ps.database + ps.queries}, key=str)
+        features = dict(zip(paths, cached_features(paths, rerank, cache_dir, label="benchmark sets")))
     results, encodings = [], []
     for m, spec in enumerate(models, start=1):
         encoders, descriptors = {}, {}
@@ -225,6 +234,9 @@ def run_benchmark(models: list[str], eval_sets=EVAL_SETS, sequence_lengths=(1,),
                                 "sequence_length": length,
                                 **score_set(loaded[s.name], descriptors[s.resolution],
                                             SequenceConfig(length=length, normalization=normalization_for(spec)))})
+                if rerank is not None and length == 1:
+                    results[-1]["reranked"] = reranked_recall_at_1(loaded[s.name], descriptors[s.resolution],
+                                                                   features, rerank, inliers_cache=inliers_cache)
     means = []
     for spec in models:
         for length in sequence_lengths:
@@ -279,6 +291,25 @@ def markdown_table(report: dict) -> str:
         for d in report["differences"]:
             lines.append(f"| {label[d['model']]}" + (f" | {d['sequence_length']}" if with_length else "")
                          + f" | {100 * d['difference']:+.1f} | [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}] |")
+    return "\n".join(lines)
+
+
+def reranked_table(report: dict) -> str:
+    """Single-image R@1 soft, global vs the top 5 re-ranked by verified inliers, per set and the mean."""
+    label = model_labels(report)
+    rows = [r for r in report["results"] if "reranked" in r]
+    sets = list(dict.fromkeys(r["set"] for r in rows))
+    lines = ["### Single image, top 5 re-ranked by the node's verification (XFeat inliers)", "",
+             "R@1 soft in %, global -> re-ranked (`structvpr_core/evaluation/rerank_eval.py`; frames under the "
+             "node's min_keypoints, nordland64's 64x32, cannot be verified and keep the global order).", "",
+             "| model | " + " | ".join(sets) + " | mean | gain |", "|---|" + "---:|" * (len(sets) + 2)]
+    for spec in dict.fromkeys(r["model"] for r in rows):
+        mine = {r["set"]: r["reranked"] for r in rows if r["model"] == spec}
+        g = np.mean([mine[s]["recall@1_global"] for s in sets])
+        rr = np.mean([mine[s]["recall@1_reranked"] for s in sets])
+        cells = [f"{100 * mine[s]['recall@1_global']:.1f} -> {100 * mine[s]['recall@1_reranked']:.1f}" for s in sets]
+        lines.append(f"| {label[spec]} | " + " | ".join(cells) + f" | {100 * g:.1f} -> {100 * rr:.1f} | "
+                     f"{100 * (rr - g):+.1f} |")
     return "\n".join(lines)
 
 
@@ -344,6 +375,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sequence-lengths", default="1", metavar="L1,L2,...",
                         help="query sequence lengths, e.g. 1,5,10,20 (default 1 = single images); L > 1 matches the "
                              "last L queries as a sequence on the sets recorded as traversals (not GRIEF)")
+    parser.add_argument("--no-rerank", action="store_true",
+                        help="skip the single-image R@1 with the top 5 re-ranked by the node's verification "
+                             "(XFeat inliers; features extracted once per image and cached)")
     parser.add_argument("--missions", choices=("test", "val", "all", "none"), default="test",
                         help="also play the SLAM-style missions of this split (evaluation/missions.py) through the "
                              "loop-closure detector at the node's defaults, every model at its own input size "
@@ -417,11 +451,14 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     report = run_benchmark(models, eval_sets, lengths, cache_dir=None if args.no_cache else args.cache_dir,
                            device=args.device, batch_size=args.batch_size, runtime=args.runtime,
-                           precision=args.precision, reference=reference)
+                           precision=args.precision, reference=reference,
+                           rerank=None if args.no_rerank else LoopClosureConfig().geometry)
     if args.missions != "none":
         report["missions"] = mission_rows(models, args, data_root=shared_dir() / "data")
     report["wall_s"] = round(time.perf_counter() - start, 1)
     table = markdown_table(report)
+    if any("reranked" in r for r in report["results"]):
+        table += "\n\n" + reranked_table(report)
     if report.get("missions"):
         table += "\n\n" + MISSIONS_README + "\n" + missions_table(report["missions"], model_labels(report))
     print(table)
@@ -432,6 +469,7 @@ def run(args: argparse.Namespace) -> int:
                        + ([f"--sequence-lengths {args.sequence_lengths}"] if lengths != (1,) else [])
                        + ([f"--reference {args.reference}"] if args.reference != DEFAULT_REFERENCE else [])
                        + ([f"--missions {args.missions}"] if args.missions != "test" else [])
+                       + (["--no-rerank"] if args.no_rerank else [])
                        + [f"--{k} {getattr(args, k)}" for k in ("runtime", "precision")
                           if getattr(args, k) != DEFAULT_PATH[k]])
     encoded = sum(e["num_images"] for e in report["encodings"] if not e["cached"])

@@ -12,61 +12,15 @@ them), precision and recall.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from structvpr_core.data.images import read_rgb
+from structvpr_core.evaluation.feature_cache import cached_features
 from structvpr_core.evaluation.missions import Mission, play_mission
-from structvpr_core.io_utils import atomic_write
 from structvpr_core.loop_closure.candidates import LoopClosureConfig
-from structvpr_core.loop_closure.local_features import FeatureExtractor, LocalFeatures
-from structvpr_core.progress import progress
-
-LOCAL_FEATURE_SOURCES = ("local_features.py", "xfeat_features.py")
-PACKAGE_ROOT = Path(__file__).resolve().parents[1]
-
-
-def features_key(config: LoopClosureConfig) -> str:
-    """What extracted local features depend on: the extractor's settings and source (and XFeat's network)."""
-    g = config.geometry
-    h = hashlib.sha256(f"{g.features}|{g.max_features}|{g.max_image_width}".encode())
-    for name in LOCAL_FEATURE_SOURCES:
-        h.update((PACKAGE_ROOT / "loop_closure" / name).read_bytes())
-    h.update((PACKAGE_ROOT / "models" / "xfeat.py").read_bytes())
-    return h.hexdigest()[:16]
-
-
-def cached_features(paths: list[Path], config: LoopClosureConfig, cache_dir: Path | None,
-                    label: str = "") -> list[LocalFeatures]:
-    """Local features of every image, from one .npz per (image list, extractor) when cached."""
-    kind = config.geometry.features
-    key = hashlib.sha256("\n".join([features_key(config), *map(str, paths)]).encode()).hexdigest()[:24]
-    cache_file = None if cache_dir is None else cache_dir / f"features_{key}.npz"
-    if cache_file is not None and cache_file.is_file():
-        z = np.load(cache_file, allow_pickle=False)
-        offsets, sizes = z["offsets"], z["sizes"]
-        return [LocalFeatures(z["keypoints"][a:b], z["descriptors"][a:b], tuple(int(v) for v in sizes[i]), kind)
-                for i, (a, b) in enumerate(zip(offsets[:-1], offsets[1:]))]
-    extractor = FeatureExtractor.from_config(config.geometry)
-    out = [extractor(read_rgb(p)) for p in progress(paths, desc=f"local features {label}".strip(), unit="img")]
-    if cache_file is not None:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        offsets = np.cumsum([0] + [len(f) for f in out])
-        arrays = {"keypoints": np.concatenate([f.keypoints for f in out]),
-                  "descriptors": np.concatenate([f.descriptors for f in out]),
-                  "offsets": offsets, "sizes": np.array([f.image_size for f in out], np.int64)}
-        atomic_write(cache_file, lambda tmp: _savez(tmp, arrays))
-    return out
-
-
-def _savez(tmp: Path, arrays: dict) -> None:
-    with open(tmp, "wb") as f:  # np.savez on a path would append .npz to the temporary name
-        np.savez(f, **arrays)
-
 
 def run_missions(models: list[str], missions: list[Mission], data_root: Path,
                  encode: Callable[[str, list[Path]], np.ndarray], config: LoopClosureConfig | None = None,
@@ -81,7 +35,7 @@ def run_missions(models: list[str], missions: list[Mission], data_root: Path,
         features = None
         if config.verification != "off":
             unique = sorted(set(paths), key=str)
-            by_path = dict(zip(unique, cached_features(unique, config, cache_dir, label=mission.name)))
+            by_path = dict(zip(unique, cached_features(unique, config.geometry, cache_dir, label=mission.name)))
             features = [by_path[p] for p in paths]
         for spec in models:
             descriptors = encode(spec, paths)

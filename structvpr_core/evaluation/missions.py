@@ -140,8 +140,14 @@ class MissionRun:
         return [f"{f.traversal}/{f.path.name}" for f in self.frames]
 
     def score(self, radius: float, exclude_recent_s: float) -> dict:
+        """``score_run``, and for each worst false positive its ``offset``: how far (position units) the
+        candidate is from the query, i.e. whether it is a neighbouring view or another place."""
         labels = self.labels()
-        return score_run(self.revisits(radius, exclude_recent_s), self.outcomes, labels, dict(enumerate(labels)))
+        result = score_run(self.revisits(radius, exclude_recent_s), self.outcomes, labels, dict(enumerate(labels)))
+        by_label = {label: f.position for label, f in zip(labels, self.frames)}
+        for row in result.get("worst_false_positives", []):
+            row["offset"] = abs(by_label[row["candidate"]] - by_label[row["query"]])
+        return result
 
 
 def play_mission(frames: list[MissionFrame], descriptors: np.ndarray, config: LoopClosureConfig,
