@@ -50,7 +50,7 @@ import numpy as np
 
 from structvpr_core.config import ConfigError
 from structvpr_core.loop_closure.geometry import CameraIntrinsics, GeometryConfig, LocalFeatures, Verification, verify_many
-from structvpr_core.retrieval.map_database import MapDatabase
+from structvpr_core.retrieval.map_database import QUATERNION_NORM_TOLERANCE, MapDatabase
 from structvpr_core.retrieval.sequence import SequenceConfig, SequenceMatcher, top_k
 from structvpr_core.runtime.threads import apply_in_this_thread
 
@@ -247,10 +247,6 @@ class KeyframeSelector:
         """Record a frame that was actually processed (a frame that failed to decode is not a keyframe)."""
         self.last_stamp_ns = stamp_ns
         self._last_position = None if position is None else np.asarray(position, np.float64)
-
-
-# tf2's tolerance: a quaternion whose squared norm is off by more than this is not a rotation
-QUATERNION_NORM_TOLERANCE = 1e-2
 
 
 def checked_pose(pose7) -> np.ndarray:
