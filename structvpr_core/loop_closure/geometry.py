@@ -59,6 +59,9 @@ from structvpr_core.config import ConfigError
 ORB_DESCRIPTOR_BYTES = 32
 # The 5-point solver needs 5 correspondences; fewer matches cannot verify anything.
 MIN_MATCHES_FOR_POSE = 5
+# ORB allocates for nfeatures up front: 2e9 made every frame fail with std::bad_alloc (issue 20);
+# 100k is ~100x what a 640x480 frame yields and ~10 MB of features per frame
+MAX_FEATURES = 100_000
 # Prefer the 3-DoF rotation-only model when it keeps this share of the essential-matrix inliers.
 ROTATION_MODEL_PREFERENCE = 0.8
 # A 2-D transfer error vs a 1-D epipolar distance: sqrt(chi2_2 / chi2_1) at 95 %.
@@ -108,8 +111,8 @@ class GeometryConfig:
     min_inliers: int = 30
 
     def __post_init__(self):
-        if self.max_features < MIN_MATCHES_FOR_POSE:
-            raise ConfigError(f"max_features must be >= {MIN_MATCHES_FOR_POSE}, got {self.max_features}")
+        if not MIN_MATCHES_FOR_POSE <= self.max_features <= MAX_FEATURES:
+            raise ConfigError(f"max_features must be in {MIN_MATCHES_FOR_POSE}..{MAX_FEATURES}, got {self.max_features}")
         if not 0 < self.ratio_test <= 1:
             raise ConfigError(f"ratio_test must be in (0, 1], got {self.ratio_test}")
         if self.ransac_threshold_px <= 0:
@@ -159,6 +162,8 @@ class Verification:
 def extract_features(rgb: np.ndarray, max_features: int) -> LocalFeatures:
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"expected RGB uint8 (H, W, 3) image, got {rgb.dtype} {rgb.shape}")
+    if not 1 <= max_features <= MAX_FEATURES:
+        raise ValueError(f"max_features must be in 1..{MAX_FEATURES}, got {max_features}")
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     orb = cv2.ORB_create(nfeatures=max_features)
     keypoints, descriptors = orb.detectAndCompute(grey, None)
