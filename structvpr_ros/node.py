@@ -13,8 +13,9 @@ next one arrives is dropped (counted), so nothing ever queues up behind a slow e
 A worker thread takes the newest frame and
   1. keyframe selection (message stamps; with odometry also distance) — frames too close
      to the last keyframe are skipped before they are even decoded;
-  2. decodes it (invalid messages, images above ``max_pixels`` and uniform frames the
-     model cannot describe are counted, logged throttled and skipped);
+  2. decodes it (invalid messages, bad stamps, images above ``max_pixels`` and featureless
+     frames -- lens cap, darkness, uniform, noise: ``runtime.featureless``, for every model --
+     are counted as invalid, logged throttled and skipped: never published, never inserted);
   3. encodes it, queries the map (``structvpr_core.loop_closure.candidates``: top-k, threshold,
      recency exclusion in mapping mode, optional geometric verification, temporal
      consistency; with ``sequence_length`` > 1 the top-k are sequences of the last
@@ -32,11 +33,17 @@ player matches answers to images by it when their stamps are 0 or repeat). Every
 per-query output has ``header.stamp`` = the image stamp (its arrival time if it has none).
 
 Services: ``~/save_map`` (atomic write to ``map_dir``), ``~/reset_map`` (mapping mode).
+Mapping mode with ``map_dir`` also saves on shutdown (SIGINT, SIGTERM, rclpy shutdown) and,
+optionally, every ``autosave_keyframes`` / ``autosave_period_s``; a failed save is an ERROR on
+``/diagnostics`` until a save succeeds (on shutdown: FATAL and exit code 1).
 ``/diagnostics`` every ``diagnostics_period_s`` of wall time: rates, latency (message
 received -> outputs published), encoder time, dropped / invalid / skipped frames, processing
 errors, rejected odometry, map size. Level ERROR for a period with processing errors or in
-which frames arrived and none could be used; WARN for drops, invalid frames, bad odometry.
-Odometry with NaN values or a non-unit quaternion is rejected (counted) on arrival.
+which frames arrived and none could be used, or with a failed map save; WARN for drops,
+invalid frames, bad odometry, keyframes without a pose, an image topic silent for
+``input_timeout_s`` (saying why) and an empty localization map. Odometry with NaN values,
+a non-unit quaternion, a frame other than ``map_frame`` or a bad stamp is rejected (counted)
+on arrival.
 """
 
 from __future__ import annotations
