@@ -48,6 +48,7 @@ on arrival.
 
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 import time
@@ -600,9 +601,22 @@ def main(args: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        _keep_saving_through_signals(node)
         node.destroy_node()  # saves the map in mapping mode
         rclpy.try_shutdown()
     return 1 if node.shutdown_save_failed else 0
+
+
+def _keep_saving_through_signals(node: StructVPRNode) -> None:
+    """A second Ctrl-C, or launch escalating SIGINT to SIGTERM, must not interrupt the shutdown save
+    half way (measured: it raised KeyboardInterrupt inside the index write and the map was lost).
+    The save is atomic, so SIGKILL stays safe: the previous map on disk is kept."""
+    def wait(signum, frame):
+        node.get_logger().warning(f"{signal.Signals(signum).name} while saving the map: still saving "
+                                  f"(SIGKILL abandons this save and keeps the previous map on disk)")
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, wait)
 
 
 if __name__ == "__main__":

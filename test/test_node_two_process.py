@@ -34,10 +34,11 @@ def _params_file(tmp_path, other_sections: dict | None = None, **values) -> dict
     return {"file": str(path)}
 
 
-def _stop(proc: subprocess.Popen) -> tuple[int, str]:
-    """SIGINT (Ctrl-C) and wait for a clean exit; kill only if it hangs."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
+def _stop(proc: subprocess.Popen, *signals: int) -> tuple[int, str]:
+    """SIGINT (Ctrl-C), or the given signals one after the other, and wait for a clean exit; kill only if it hangs."""
+    for sig in signals or (signal.SIGINT,):
+        if proc.poll() is None:
+            proc.send_signal(sig)
     try:
         output, _ = proc.communicate(timeout=10)
     except subprocess.TimeoutExpired:
@@ -116,16 +117,17 @@ def _map_some_frames(proc, shared, n: int) -> None:
             client.send_image(image_msg(read_rgb(root / f"summer/images-{frame:05d}.png"), (100 + i) * NS_PER_S))
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_a_mapping_run_ended_by_a_signal_saves_every_keyframe(shared, tmp_path, sig):
+@pytest.mark.parametrize("signals", [(signal.SIGINT,), (signal.SIGTERM,),
+                                     # Ctrl-C twice / launch escalating to SIGTERM: the save goes on
+                                     (signal.SIGINT, signal.SIGINT, signal.SIGTERM)])
+def test_a_mapping_run_ended_by_a_signal_saves_every_keyframe(shared, tmp_path, signals):
     from structvpr_core.retrieval.map_database import MapDatabase
 
     params = _params_file(tmp_path, model="raw-pixel", keyframe_min_interval_s=0.0, map_dir=str(tmp_path / "map"))
     proc = _start_node(params)
     try:
         _map_some_frames(proc, shared, 5)  # no ~/save_map call: before issue 20 all 5 were lost
-        proc.send_signal(sig)
-        code, output = _stop(proc)
+        code, output = _stop(proc, *signals)
     finally:
         if proc.poll() is None:
             proc.kill()
