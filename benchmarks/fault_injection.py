@@ -390,8 +390,6 @@ def cli_cases(tmp: Path) -> None:
 # --- map files -----------------------------------------------------------------------------------
 
 def map_cases(tmp: Path, summer) -> None:
-    import faiss  # noqa: F401  (DescriptorIndex below)
-
     from structvpr_core.io_utils import file_sha256
     from structvpr_core.retrieval.index import DescriptorIndex
     from structvpr_core.runtime.encoder import RawPixelEncoder

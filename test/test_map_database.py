@@ -310,6 +310,7 @@ def _rewrite_keyframes(map_dir, **changes) -> None:
     ("inf_pose", r"keyframes.npz: 1 poses are neither unknown .* \(e.g. keyframe 0: \[inf"),
     ("zero_quaternion", r"keyframes.npz: 1 poses are neither unknown .* \(e.g. keyframe 4:"),
     ("string_dim", r"meta.json: invalid model identity .*'model.dim' is '400' \(str\), expected int"),
+    ("features_3d", r"is inconsistent: features.npz keypoints must be \(K, 2\) and descriptors \(K, 32\)"),
 ])
 def test_a_map_with_values_no_save_writes_is_refused_naming_the_file(nordland, tmp_path, damage, message):
     import json
@@ -337,6 +338,14 @@ def test_a_map_with_values_no_save_writes_is_refused_naming_the_file(nordland, t
     elif damage == "zero_quaternion":
         poses[4, 3:] = 0.0
         _rewrite_keyframes(map_dir, poses=poses)
+    elif damage == "features_3d":
+        def write(path):
+            with np.load(path) as data:
+                arrays = {k: data[k] for k in data.files}
+            arrays["keypoints"] = np.zeros((len(arrays["keypoints"]), 3), np.float32)
+            np.savez(path.with_suffix(""), **arrays)
+
+        _rewrite(map_dir, "features.npz", write)
     elif damage == "string_dim":
         meta = json.loads((map_dir / "meta.json").read_text())
         meta["model"]["dim"] = "400"
