@@ -8,7 +8,11 @@ each image, so a player has the pose when the image arrives). Messages are seria
 with rosbags' CDR for the ROS 2 Kilted types: the bytes rclpy would publish.
 
 The bag is written in a temporary sibling directory and renamed into place when
-complete, so an interrupted run never leaves a bag that looks finished.
+complete, so an interrupted run never leaves a bag that looks finished. ``--out`` is checked
+before any work (exists, unwritable parent); a write that fails on the way (full disk:
+sqlite3 "database or disk is full", EFBIG) names the bag and the reason and leaves nothing.
+An image that cannot be read stops the run naming the file, or is left out (with its
+odometry) with ``--skip-invalid``.
 
 Example (Nordland winter pass of the test stretch, poses along the track):
     structvpr make-bag --images ../shared/data/nordland64/winter --nordland-poses \\
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import sqlite3
 import uuid
 from pathlib import Path
 
@@ -29,6 +34,7 @@ import numpy as np
 from structvpr_core.arguments import parse_frame_range
 from structvpr_core.data import sequence
 from structvpr_core.data.images import read_rgb
+from structvpr_core.io_utils import OutputError, check_output_dir, describe_os_error
 from structvpr_core.progress import progress
 from structvpr_ros import bag_io
 from structvpr_ros.image_conversion import rgb_to_image_fields
@@ -59,30 +65,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frame-id", default="camera", help="header.frame_id of the images (default camera)")
     parser.add_argument("--odom-frame", default="map", help="header.frame_id of the odometry (default map)")
     parser.add_argument("--jpeg-quality", type=int, default=90, help="JPEG quality 1..100 (default 90)")
+    parser.add_argument("--skip-invalid", action="store_true",
+                        help="leave out images that cannot be read or decoded (default: stop at the first, naming it)")
 
 
 def run(args: argparse.Namespace) -> int:
     encoding = "jpeg" if args.compressed and args.encoding in RAW_ENCODINGS else args.encoding
     if not 1 <= args.jpeg_quality <= 100:
         raise ValueError(f"--jpeg-quality must be in 1..100, got {args.jpeg_quality}")
+    check_output_dir(args.out, "--out", must_not_exist=True)
     frames = sequence.load_sequence(args.images, args.poses, args.nordland_poses,
                                   parse_frame_range(args.frame_range))
     topic = args.topic or ("/camera/image_raw/compressed" if encoding in COMPRESSED_FORMATS else "/camera/image_raw")
     stamps = sequence.sequence_stamps_ns(frames, args.rate, args.start_stamp)
+    skipped: list[str] = []
     count = write_bag(Path(args.out), frames, stamps, topic=topic, encoding=encoding, storage=args.storage,
                       odom_topic=args.odom_topic, frame_id=args.frame_id, odom_frame=args.odom_frame,
-                      jpeg_quality=args.jpeg_quality)
-    with_poses = sum(f.pose is not None for f in frames)
+                      jpeg_quality=args.jpeg_quality, skipped=skipped if args.skip_invalid else None)
+    with_poses = count if frames and frames[0].pose is not None else 0
     print(f"wrote {count} images on {topic} ({encoding})"
           + (f" and {with_poses} odometry messages on {args.odom_topic}" if with_poses else "")
-          + f" to {args.out} ({args.storage}), {(stamps[-1] - stamps[0]) / 1e9:.1f} s")
+          + f" to {args.out} ({args.storage}), {(stamps[-1] - stamps[0]) / 1e9:.1f} s"
+          + (f"; {len(skipped)} unreadable image(s) skipped, first: {skipped[0]}" if skipped else ""))
     return 0
 
 
 def write_bag(out: Path, frames: list[sequence.Frame], stamps_ns: np.ndarray, *, topic: str, encoding: str,
               storage: str = "sqlite3", odom_topic: str = "/odom", frame_id: str = "camera",
-              odom_frame: str = "map", jpeg_quality: int = 90) -> int:
-    """Write ``frames`` (and their poses, where known) as a rosbag2 at ``out``; returns the image count."""
+              odom_frame: str = "map", jpeg_quality: int = 90, skipped: list[str] | None = None) -> int:
+    """Write ``frames`` (and their poses, where known) as a rosbag2 at ``out``; returns the image count.
+
+    ``skipped``: None = an unreadable image is an error (naming it); a list = such images (and their
+    odometry) are left out and their errors appended to it.
+    """
     from rosbags.rosbag2 import StoragePlugin, Writer
 
     out = Path(out).absolute()
@@ -96,6 +111,7 @@ def write_bag(out: Path, frames: list[sequence.Frame], stamps_ns: np.ndarray, *,
     # rosbag2 names its storage file after the bag directory, so write <tmp>/<name> and move it
     staging = out.parent / f".{out.name}.writing-{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True)
+    written = 0
     try:
         plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
         writer = Writer(staging / out.name, version=9, storage_plugin=plugin)
@@ -105,17 +121,30 @@ def write_bag(out: Path, frames: list[sequence.Frame], stamps_ns: np.ndarray, *,
         odom_conn = (writer.add_connection(odom_topic, "nav_msgs/msg/Odometry", typestore=store)
                      if frames and frames[0].pose is not None else None)
         for frame, stamp in progress(list(zip(frames, stamps_ns)), desc="writing bag", unit="img", leave=False):
+            try:
+                rgb = read_rgb(frame.path)  # before its odometry: a skipped image takes its pose with it
+            except ValueError as e:
+                if skipped is None:
+                    raise ValueError(f"{e}; leave such images out with --skip-invalid") from None
+                skipped.append(str(e))
+                continue
             header = header_msg(store, int(stamp), frame_id)
             if odom_conn is not None:
                 odom = odometry_msg(store, header_msg(store, int(stamp), odom_frame), frame_id, frame.pose)
                 writer.write(odom_conn, int(stamp), store.serialize_cdr(odom, odom_conn.msgtype))
-            msg = image_msg(store, header, read_rgb(frame.path), encoding, jpeg_quality)
+            msg = image_msg(store, header, rgb, encoding, jpeg_quality)
             writer.write(image_conn, int(stamp), store.serialize_cdr(msg, image_type))
+            written += 1
         writer.close()
+        if not written:
+            raise ValueError(f"no image could be written to {out}: every image was unreadable")
         os.rename(staging / out.name, out)
+    except (OSError, sqlite3.Error) as e:  # full disk: sqlite3 "database or disk is full", EFBIG, EIO
+        reason = describe_os_error(e) if isinstance(e, OSError) else f"{e} (disk full? free space and retry)"
+        raise OutputError(f"writing the bag {out} failed: {reason}; nothing was written there") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return len(frames)
+    return written
 
 
 def header_msg(store, stamp: int, frame_id: str):

@@ -13,8 +13,9 @@ next one arrives is dropped (counted), so nothing ever queues up behind a slow e
 A worker thread takes the newest frame and
   1. keyframe selection (message stamps; with odometry also distance) — frames too close
      to the last keyframe are skipped before they are even decoded;
-  2. decodes it (invalid messages, images above ``max_pixels`` and uniform frames the
-     model cannot describe are counted, logged throttled and skipped);
+  2. decodes it (invalid messages, bad stamps, images above ``max_pixels`` and featureless
+     frames -- lens cap, darkness, uniform, noise: ``runtime.featureless``, for every model --
+     are counted as invalid, logged throttled and skipped: never published, never inserted);
   3. encodes it, queries the map (``structvpr_core.loop_closure.candidates``: top-k, threshold,
      recency exclusion in mapping mode, optional geometric verification, temporal
      consistency; with ``sequence_length`` > 1 the top-k are sequences of the last
@@ -32,15 +33,22 @@ player matches answers to images by it when their stamps are 0 or repeat). Every
 per-query output has ``header.stamp`` = the image stamp (its arrival time if it has none).
 
 Services: ``~/save_map`` (atomic write to ``map_dir``), ``~/reset_map`` (mapping mode).
+Mapping mode with ``map_dir`` also saves on shutdown (SIGINT, SIGTERM, rclpy shutdown) and,
+optionally, every ``autosave_keyframes`` / ``autosave_period_s``; a failed save is an ERROR on
+``/diagnostics`` until a save succeeds (on shutdown: FATAL and exit code 1).
 ``/diagnostics`` every ``diagnostics_period_s`` of wall time: rates, latency (message
 received -> outputs published), encoder time, dropped / invalid / skipped frames, processing
 errors, rejected odometry, map size. Level ERROR for a period with processing errors or in
-which frames arrived and none could be used; WARN for drops, invalid frames, bad odometry.
-Odometry with NaN values or a non-unit quaternion is rejected (counted) on arrival.
+which frames arrived and none could be used, or with a failed map save; WARN for drops,
+invalid frames, bad odometry, keyframes without a pose, an image topic silent for
+``input_timeout_s`` (saying why) and an empty localization map. Odometry with NaN values,
+a non-unit quaternion, a frame other than ``map_frame`` or a bad stamp is rejected (counted)
+on arrival.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 import time
@@ -64,13 +72,16 @@ from structvpr_msgs.msg import LoopClosure
 from visualization_msgs.msg import MarkerArray
 
 from structvpr_core.config import ConfigError
+from structvpr_core.io_utils import OutputError, check_output_dir, describe_os_error
 from structvpr_core.loop_closure.local_features import FeatureExtractor
 from structvpr_core.loop_closure.candidates import KeyframeSelector, LoopDetector, PoseBuffer
 from structvpr_core.retrieval.map_database import MapDatabase, MapError, ModelIdentity, open_map
+from structvpr_core.runtime.featureless import featureless_reason
 from structvpr_core.runtime.threads import apply_in_this_thread, set_compute_threads
 from structvpr_ros import outputs
 from structvpr_ros.image_conversion import ImageConversionError, message_to_rgb
-from structvpr_ros.node_config import NODE_NAME, config_from_parameters, parameter_defaults
+from structvpr_ros.node_config import NODE_NAME, config_from_parameters, foreign_parameter_sections, parameter_defaults
+from structvpr_ros.stamps import stamp_problem
 
 LOG_THROTTLE_S = 5.0
 OUTPUT_QOS = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
@@ -103,6 +114,7 @@ class _Stats:
     skipped: int = 0
     errors: int = 0
     odometry_rejected: int = 0
+    keyframes_without_pose: int = 0  # odometry on, but none within odom_max_offset_s of the image
     loop_closures: int = 0
     period_received: int = 0
     period_processed: int = 0
@@ -110,6 +122,7 @@ class _Stats:
     period_invalid: int = 0
     period_errors: int = 0
     period_odometry_rejected: int = 0
+    period_keyframes_without_pose: int = 0
     period_latency_ms_sum: float = 0.0
     period_latency_ms_max: float = 0.0
     period_encoder_ms_sum: float = 0.0
@@ -166,6 +179,13 @@ class StructVPRNode(Node):
         self._frame_ready = threading.Condition()
         self._pending: _Frame | None = None
         self._stopping = False
+        self._last_image_at = time.monotonic()  # for the input_timeout_s warning
+        # map saving (D1): keyframes added since the last successful save, the last failure
+        self._unsaved = 0
+        self._last_save_attempt = time.monotonic()
+        self._next_autosave_at = cfg.autosave_keyframes
+        self._save_error: str | None = None
+        self.shutdown_save_failed = False
         self._setup_ros_interfaces()
         self._worker = threading.Thread(target=self._work, name="structvpr_worker", daemon=True)
         self._worker.start()
@@ -186,7 +206,24 @@ class StructVPRNode(Node):
         unknown = sorted(name for name in self._parameter_overrides if not self.has_parameter(name))
         if unknown:
             self.get_logger().warning(f"ignoring unknown parameter(s) {unknown} (misspelt? see config/structvpr.yaml)")
-        return config_from_parameters(values)
+        cfg = config_from_parameters(values)
+        self._check_topic_names(cfg)
+        return cfg
+
+    def _check_topic_names(self, cfg) -> None:
+        from rclpy.exceptions import InvalidTopicNameException
+        from rclpy.expand_topic_name import expand_topic_name
+        from rclpy.validate_full_topic_name import validate_full_topic_name
+
+        for name in ("image_topic", "compressed_topic", "odom_topic"):
+            topic = getattr(cfg, name)
+            if not topic:
+                continue
+            try:
+                validate_full_topic_name(expand_topic_name(topic, self.get_name(), self.get_namespace()))
+            except (InvalidTopicNameException, ValueError, RuntimeError) as e:
+                reason = str(e).splitlines()[0].split(":", 1)[-1].strip()
+                raise ConfigError(f"invalid parameter: {name}: {topic!r} is not a valid ROS topic name ({reason})") from None
 
     def _load_model_and_map(self) -> None:
         # imported here, not at the top: torch takes seconds to import, and a node with a
@@ -194,6 +231,11 @@ class StructVPRNode(Node):
         from structvpr_core.runtime.encoder import load_encoder
 
         cfg = self.config
+        if cfg.mode == "mapping" and cfg.map_dir:  # before the model loads: a map that cannot be saved is lost
+            try:
+                check_output_dir(cfg.map_dir, "map_dir")
+            except OutputError as e:
+                raise ConfigError(f"{e} (mapping mode saves the map there)") from None
         if cfg.cpu_threads:
             set_compute_threads(cfg.cpu_threads)
         if cfg.model == "raw-pixel":  # no network: no device, and no torch import (seconds on a busy CPU)
@@ -225,6 +267,9 @@ class StructVPRNode(Node):
             raise ConfigError(f"verification_features: the map {cfg.map_dir} holds {kind} features, "
                               f"verification_features is '{cfg.verification_features}' (set it to '{kind}', or "
                               f"rebuild the map: build-map --with-features --features {cfg.verification_features})")
+        if cfg.mode == "localization" and not len(self.db):
+            self.get_logger().warning(f"map_dir {cfg.map_dir} holds 0 keyframes: localization can never match "
+                                      f"(build the map first)")
         self._warn_if_unverifiable()
         if cfg.sequence_length > 1 and self.db.index.kind != "flat":
             raise ConfigError(f"sequence_length: sequence matching scores every keyframe and needs a map with "
@@ -272,12 +317,19 @@ class StructVPRNode(Node):
             stale = self._pending is not None  # the worker is busy: the older frame is stale
             number = self.stats.received  # only this callback counts images, under this lock
             self.stats.add(received=1, dropped=int(stale))
+            self._last_image_at = time.monotonic()
             self._pending = _Frame(msg, time.monotonic(), self.get_clock().now().nanoseconds, number)
             self._frame_ready.notify()
 
     def _on_odometry(self, msg: Odometry) -> None:
         p, q = msg.pose.pose.position, msg.pose.pose.orientation
         try:
+            if msg.header.frame_id != self.config.map_frame:  # poses are stored and published in map_frame
+                raise ValueError(f"it is in frame '{msg.header.frame_id}', map_frame is '{self.config.map_frame}' "
+                                 f"(set map_frame to the odometry's frame)")
+            problem = self._stamp_problem(msg.header.stamp)
+            if problem:
+                raise ValueError(problem)
             self.poses.add(outputs.stamp_to_ns(msg.header.stamp), [p.x, p.y, p.z, q.x, q.y, q.z, q.w])
         except ValueError as e:  # stored, it would become NaN markers and [0,0,0,0] relocalizations
             self.stats.add(odometry_rejected=1)
@@ -287,14 +339,39 @@ class StructVPRNode(Node):
         if not self.config.map_dir:
             response.success, response.message = False, "map_dir is empty: nowhere to save the map"
             return response
+        response.success, response.message = self._save_map("on request")
+        return response
+
+    def _save_map(self, why: str) -> tuple[bool, str]:
+        """Save to map_dir; a failure is logged as an ERROR and stays on /diagnostics until a save succeeds."""
         try:
             with self._map_lock:
                 path, n = self.db.save(self.config.map_dir), len(self.db)
-            response.success, response.message = True, f"saved {n} keyframes to {path}"
+                self._unsaved = 0
         except (OSError, MapError) as e:
-            response.success, response.message = False, f"saving the map to {self.config.map_dir} failed: {e}"
-        self.get_logger().info(response.message)
-        return response
+            reason = describe_os_error(e) if isinstance(e, OSError) else str(e)
+            self._save_error = f"saving the map ({why}) to {self.config.map_dir} failed: {reason}"
+            self.get_logger().error(f"{self._save_error}; {self._unsaved} keyframes are not on disk")
+            return False, self._save_error
+        self._save_error = None
+        message = f"saved {n} keyframes to {path} ({why})"
+        self.get_logger().info(message)
+        return True, message
+
+    def _autosave_due(self) -> bool:
+        cfg = self.config
+        if not (cfg.mode == "mapping" and cfg.map_dir and self._unsaved):
+            return False
+        if cfg.autosave_keyframes and self._unsaved >= self._next_autosave_at:
+            return True
+        return bool(cfg.autosave_period_s) and time.monotonic() - self._last_save_attempt >= cfg.autosave_period_s
+
+    def _autosave(self) -> None:
+        # retries wait for the next N keyframes / period: a full disk must not cost a save per frame
+        self._last_save_attempt = time.monotonic()
+        unsaved = self._unsaved
+        ok, _ = self._save_map("autosave")
+        self._next_autosave_at = self.config.autosave_keyframes if ok else unsaved + self.config.autosave_keyframes
 
     def _on_reset_map(self, request, response):
         if self.config.mode != "mapping":
@@ -304,6 +381,7 @@ class StructVPRNode(Node):
             self.db.reset()
             self.detector.reset()
             self.keyframes.reset()
+            self._unsaved = 1  # the emptied map differs from the saved one: shutdown saves it
         response.success, response.message = True, "map reset to 0 keyframes"
         self.get_logger().info(response.message)
         return response
@@ -330,6 +408,10 @@ class StructVPRNode(Node):
 
     def _process(self, frame: _Frame) -> None:
         cfg, header = self.config, frame.msg.header
+        problem = self._stamp_problem(header.stamp)
+        if problem:
+            self._skip_invalid(problem)
+            return
         stamp_ns = outputs.stamp_to_ns(header.stamp)
         if stamp_ns == 0:  # some drivers leave stamps empty; the timing rules need one
             self.get_logger().warning("image without stamp: using its arrival time (fix the camera driver)",
@@ -348,6 +430,10 @@ class StructVPRNode(Node):
             except ImageConversionError as e:
                 self._skip_invalid(str(e))
                 return
+            featureless = featureless_reason(rgb)  # every model describes a black frame, all alike
+            if featureless:
+                self._skip_invalid(featureless)
+                return
             started = time.perf_counter()
             descriptor = self.encoder.encode([rgb])[0]
             encoder_ms = (time.perf_counter() - started) * 1e3
@@ -362,13 +448,24 @@ class StructVPRNode(Node):
             detection = self.detector.detect(descriptor, stamp_ns, exclude_recent=mapping, features=features)
             if mapping:
                 self.db.add(descriptor, stamp_ns, header.frame_id, pose=pose, features=features)
+                self._unsaved += 1
             self.keyframes.commit(stamp_ns, position)
             accepted = detection.candidates if detection.loop_closed else []
             matches = [(c, self.db.keyframe(c.map_id)) for c in accepted]
+        if cfg.odom_topic and pose is None:
+            self.stats.add(keyframes_without_pose=1)
+            self.get_logger().warning(f"keyframe {query_id} has no pose: no odometry within odom_max_offset_s "
+                                      f"{cfg.odom_max_offset_s:g} s of its stamp (stale or missing odometry)",
+                                      throttle_duration_sec=LOG_THROTTLE_S)
         self._publish(header, stamp_ns, query_id, pose, matches, detection)
         self.stats.add(processed=1, loop_closures=int(bool(matches)))
+        if self._autosave_due():
+            self._autosave()
         self.stats.add_timing((time.monotonic() - frame.received) * 1e3, encoder_ms,
                               extraction_ms + detection.verification_ms)
+
+    def _stamp_problem(self, stamp) -> str | None:
+        return stamp_problem(stamp, time.time_ns(), round(self.config.stamp_max_ahead_s * 1e9))
 
     def _skip_invalid(self, reason: str) -> None:
         self.stats.add(invalid=1)
@@ -420,8 +517,10 @@ class StructVPRNode(Node):
             "frames_skipped_not_keyframe": s["skipped"],
             "processing_errors": s["errors"],
             "odometry_rejected": s["odometry_rejected"],
+            "keyframes_without_pose": s["keyframes_without_pose"],
             "loop_closures": s["loop_closures"],
             "map_size": len(self.db),
+            "unsaved_keyframes": self._unsaved if self.config.mode == "mapping" and self.config.map_dir else 0,
             "mode": self.config.mode,
         }
         errors, warnings = [], []
@@ -433,9 +532,38 @@ class StructVPRNode(Node):
         if s["period_dropped"]:
             warnings.append(f"{s['period_dropped']} frames dropped (processing slower than input)")
         if s["period_odometry_rejected"]:
-            warnings.append(f"{s['period_odometry_rejected']} odometry messages rejected (NaN or non-unit quaternion)")
+            warnings.append(f"{s['period_odometry_rejected']} odometry messages rejected (NaN, non-unit quaternion, "
+                            f"wrong frame or bad stamp: see the log)")
+        if s["period_keyframes_without_pose"]:
+            warnings.append(f"{s['period_keyframes_without_pose']} keyframes without pose (no odometry within "
+                            f"odom_max_offset_s)")
+        if self._save_error:
+            errors.append(self._save_error)
+        silent_s = now - self._last_image_at
+        if self.config.input_timeout_s and silent_s >= self.config.input_timeout_s:
+            warnings.append(f"no image for {silent_s:.0f} s: {self._input_silence_cause()}")
+        if self.config.mode == "localization" and not len(self.db):
+            warnings.append("the localization map holds 0 keyframes: nothing can match")
         self.pub_diag.publish(outputs.diagnostics_msg(self.get_clock().now().to_msg(), NODE_NAME, values,
                                                       errors, warnings))
+
+    def _input_silence_cause(self) -> str:
+        """Which of no publisher / a publisher of the wrong type / publishers that deliver nothing."""
+        causes = []
+        for topic, expected in ((self.config.image_topic, "sensor_msgs/msg/Image"),
+                                (self.config.compressed_topic, "sensor_msgs/msg/CompressedImage")):
+            if not topic:
+                continue
+            name = self.resolve_topic_name(topic)
+            types = sorted({info.topic_type for info in self.get_publishers_info_by_topic(name)})
+            if not types:
+                causes.append(f"no publisher on {name}")
+            elif expected not in types:
+                causes.append(f"the publisher on {name} has type {', '.join(types)}, expected {expected}")
+            else:
+                causes.append(f"{name} has a publisher but nothing arrives (stopped, or QoS incompatible with "
+                              f"qos_reliability '{self.config.qos_reliability}')")
+        return "; ".join(causes)
 
     # --- shutdown -----------------------------------------------------------------------------
     def destroy_node(self) -> None:
@@ -445,7 +573,19 @@ class StructVPRNode(Node):
                 self._stopping = True
                 self._frame_ready.notify()
             worker.join()
+            self._save_on_shutdown()
         super().destroy_node()
+
+    def _save_on_shutdown(self) -> None:
+        """Mapping mode: keyframes not yet on disk are saved (SIGINT, SIGTERM, rclpy shutdown, destroy)."""
+        cfg = self.config
+        if cfg.mode != "mapping" or not cfg.map_dir or not self._unsaved:
+            return
+        unsaved = self._unsaved
+        ok, message = self._save_map("on shutdown")
+        if not ok:
+            self.shutdown_save_failed = True
+            self.get_logger().fatal(f"{unsaved} keyframes since the last save are LOST: {message}")
 
 
 def main(args: list[str] | None = None) -> int:
@@ -459,6 +599,9 @@ def main(args: list[str] | None = None) -> int:
     except StartupError:  # already logged as FATAL with the reason
         rclpy.try_shutdown()
         return 2
+    for path, section in foreign_parameter_sections(sys.argv if args is None else args):
+        node.get_logger().warning(f"params file {path}: section '{section}' is for another node and is ignored "
+                                  f"(this node is '{NODE_NAME}'; use '{NODE_NAME}:' or '/**:')")
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
@@ -466,9 +609,22 @@ def main(args: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        node.destroy_node()
+        _keep_saving_through_signals(node)
+        node.destroy_node()  # saves the map in mapping mode
         rclpy.try_shutdown()
-    return 0
+    return 1 if node.shutdown_save_failed else 0
+
+
+def _keep_saving_through_signals(node: StructVPRNode) -> None:
+    """A second Ctrl-C, or launch escalating SIGINT to SIGTERM, must not interrupt the shutdown save
+    half way (measured: it raised KeyboardInterrupt inside the index write and the map was lost).
+    The save is atomic, so SIGKILL stays safe: the previous map on disk is kept."""
+    def wait(signum, frame):
+        node.get_logger().warning(f"{signal.Signals(signum).name} while saving the map: still saving "
+                                  f"(SIGKILL abandons this save and keeps the previous map on disk)")
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, wait)
 
 
 if __name__ == "__main__":

@@ -19,14 +19,17 @@ from structvpr_core.models.shipped import DEFAULT_MODEL
 from structvpr_core.config import ConfigError, from_dict
 from structvpr_core.loop_closure.geometry import CameraIntrinsics, GeometryConfig
 from structvpr_core.loop_closure.candidates import LoopClosureConfig
-from structvpr_core.retrieval.sequence import SequenceConfig, normalization_for
+from structvpr_core.retrieval.sequence import MAX_LENGTH, MAX_VELOCITY_STEPS, SequenceConfig, normalization_for
 from structvpr_core.runtime.options import PRECISIONS, RUNTIMES
+from structvpr_core.runtime.threads import max_threads
 
 NODE_NAME = "structvpr_node"
 # Longest duration a *_s parameter may have (~31 years): stamps minus it still fit int64 ns.
 MAX_DURATION_S = 1e9
 # Shortest /diagnostics period: faster only loads the executor the images arrive on.
 MIN_DIAGNOSTICS_PERIOD_S = 0.05
+# Largest max_pixels: 10x the default; one such RGB frame is 1.2 GB in memory.
+MAX_PIXELS = 400_000_000
 # ROS base_link (x forward, y left, z up) -> camera optical frame (z forward, x right, y down)
 OPTICAL_FRAME_IN_BASE = (0.0, 0.0, 0.0, -0.5, 0.5, -0.5, 0.5)
 
@@ -56,6 +59,9 @@ class NodeConfig:
     mode: Literal["mapping", "localization"] = _p(
         "mapping", "mapping: query then add keyframes | localization: query a fixed map, never add")
     map_dir: str = _p("", "map directory: loaded at start if it exists, written by ~/save_map; empty = in-memory map")
+    autosave_keyframes: int = _p(0, "mapping mode: also save the map every this many new keyframes; 0 = off")
+    autosave_period_s: float = _p(
+        0.0, "mapping mode: also save the map when this long (wall time) has passed since the last save; 0 = off")
     # --- inputs --------------------------------------------------------------------
     image_topic: str = _p("image", "sensor_msgs/Image topic, empty = off")
     compressed_topic: str = _p("", "sensor_msgs/CompressedImage topic, empty = off")
@@ -65,6 +71,10 @@ class NodeConfig:
     qos_depth: int = _p(2, "image subscription queue depth; the node only ever processes the newest frame")
     max_pixels: int = _p(
         40_000_000, "larger images (width x height, read from the JPEG/PNG header before decoding) are rejected")
+    input_timeout_s: float = _p(
+        5.0, "/diagnostics WARN when no image arrived for this long (wall time), naming the cause; 0 = off")
+    stamp_max_ahead_s: float = _p(
+        3600.0, "images and odometry stamped further ahead of this machine's wall clock are rejected")
     # --- keyframe selection (message stamps, so it works with use_sim_time) -----------
     keyframe_min_interval_s: float = _p(0.5, "process a frame only if this long (stamp time) after the last keyframe")
     keyframe_min_distance_m: float = _p(0.0, "with odometry: also require moving this far since the last keyframe")
@@ -135,12 +145,23 @@ class NodeConfig:
             raise ConfigError("mode 'localization' needs map_dir: the fixed map to localise against")
         if not self.image_topic and not self.compressed_topic:
             raise ConfigError("image_topic and compressed_topic are both empty: the node would get no images")
-        if self.cpu_threads < 0:
-            raise ConfigError(f"cpu_threads must be >= 0, got {self.cpu_threads}")
+        if not 0 <= self.cpu_threads <= max_threads():
+            raise ConfigError(f"cpu_threads must be in 0..{max_threads()} (4x this machine's cores), "
+                              f"got {self.cpu_threads}")
+        if self.map_dir != self.map_dir.strip():
+            raise ConfigError(f"map_dir {self.map_dir!r} starts or ends with spaces: give a directory, or '' for "
+                              f"an in-memory map")
+        for name, limit in (("sequence_length", MAX_LENGTH), ("sequence_velocity_steps", MAX_VELOCITY_STEPS),
+                            ("max_pixels", MAX_PIXELS)):
+            if not 1 <= getattr(self, name) <= limit:
+                raise ConfigError(f"{name} must be in 1..{limit}, got {getattr(self, name)}")
+        for name in ("autosave_keyframes", "autosave_period_s", "input_timeout_s"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0 (0 = off), got {getattr(self, name)}")
+        if not self.stamp_max_ahead_s > 0:
+            raise ConfigError(f"stamp_max_ahead_s must be > 0, got {self.stamp_max_ahead_s}")
         if not 1 <= self.qos_depth <= 100:
             raise ConfigError(f"qos_depth must be in 1..100, got {self.qos_depth}")
-        if self.max_pixels < 1:
-            raise ConfigError(f"max_pixels must be >= 1, got {self.max_pixels}")
         if self.diagnostics_period_s < MIN_DIAGNOSTICS_PERIOD_S:
             raise ConfigError(f"diagnostics_period_s must be >= {MIN_DIAGNOSTICS_PERIOD_S}, "
                               f"got {self.diagnostics_period_s}")
@@ -201,8 +222,37 @@ def parameter_defaults() -> dict[str, tuple[object, str]]:
 
 def config_from_parameters(values: dict) -> NodeConfig:
     """Build and validate the config from ROS parameter values (``ConfigError`` names the parameter)."""
+    defaults = parameter_defaults()
+    for name, value in values.items():
+        if value is None and name in defaults:  # a params file's [] or null arrives as "not set"
+            raise ConfigError(f"invalid parameter: {name}: no value (an empty list [] or null reaches ROS as "
+                              f"'not set'); give a value like the default {defaults[name][0]!r}, or leave it out")
     plain = {k: list(v) if not isinstance(v, (str, bytes)) and hasattr(v, "__len__") else v for k, v in values.items()}
     try:
         return from_dict(NodeConfig, plain)
     except ConfigError as e:
         raise ConfigError(f"invalid parameter: {e}") from None
+
+
+def foreign_parameter_sections(argv: list[str], node_name: str = NODE_NAME) -> list[tuple[str, str]]:
+    """``(params file, section)`` for every ``--params-file`` section that applies to no node named
+    ``node_name``: ROS ignores those parameters without a word (issue 20, U4).
+
+    A section applies when its key is the node name, with any namespace (``/ns/structvpr_node``),
+    or holds a wildcard (``/**``). Unreadable files are left to ROS to report.
+    """
+    import yaml
+
+    files = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--params-file"]
+    found = []
+    for path in files:
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = yaml.safe_load(f)
+        except (OSError, yaml.YAMLError):
+            continue
+        for key in data if isinstance(data, dict) else ():
+            name = str(key).rstrip("/").rsplit("/", 1)[-1]
+            if "*" not in str(key) and name != node_name:
+                found.append((path, str(key)))
+    return found

@@ -116,11 +116,32 @@ def test_ros1_bag_with_a_topic_named_without_slash_builds_a_map(shared, tmp_path
 
 
 def test_images_with_header_stamp_0_are_stored_with_their_record_time(shared, tmp_path, capsys):
-    bag = shared / ROS1_BAGS / "rosnumpy_test.bag"  # /image rgb8 360x240, header stamp 0
-    assert main(["build-map", "--model", "raw-pixel", "--bag", str(bag), "--topic", "/image",
+    frames = [read_rgb(shared / f"data/nordland64/winter/images-{f:05d}.png") for f in FRAMES[:2]]
+    recorded = [1494949708_531555891, 1494949708_631555891]
+    write_image_bag(tmp_path / "b.bag", frames, [0, 0], recorded, topic="/image")
+    assert main(["build-map", "--model", "raw-pixel", "--bag", str(tmp_path / "b.bag"), "--topic", "/image",
                  "--out", str(tmp_path / "m")]) == 0
-    assert MapDatabase.load(tmp_path / "m").stamps_ns.tolist() == [1494949708_531555891]
-    assert "1 image(s) with header stamp 0 stored with their bag record time" in capsys.readouterr().out
+    assert MapDatabase.load(tmp_path / "m").stamps_ns.tolist() == recorded
+    assert "2 image(s) with header stamp 0 stored with their bag record time" in capsys.readouterr().out
+
+
+def test_a_featureless_image_is_left_out_of_the_map(shared, tmp_path, capsys):
+    bag = shared / ROS1_BAGS / "rosnumpy_test.bag"  # /image rgb8 360x240 of random pixels: nothing to describe
+    assert main(["build-map", "--model", "raw-pixel", "--bag", str(bag), "--topic", "/image",
+                 "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert "no image could be added to the map" in err and "1 featureless image(s) left out, first: /image#0" in err
+    assert not (tmp_path / "m").exists()
+    # in a folder: the black frame is left out and counted, the real ones are kept
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i, f in enumerate(FRAMES[:3]):
+        rgb = read_rgb(shared / f"data/nordland64/summer/images-{f:05d}.png")
+        cv2.imwrite(str(folder / f"{i:03d}.png"), rgb * 0 if i == 1 else rgb)
+    assert main(["build-map", "--model", "raw-pixel", "--images", str(folder), "--out", str(tmp_path / "m")]) == 0
+    assert [MapDatabase.load(tmp_path / "m").keyframe(i).source for i in (0, 1)] == ["000.png", "002.png"]
+    assert "1 featureless image(s) left out, first: 001.png: the 64x32 image is featureless (dark" in \
+        capsys.readouterr().out
 
 
 def test_a_bad_frame_is_named_by_its_stamp_or_skipped(shared, tmp_path, capsys):
@@ -180,3 +201,87 @@ def test_bag_poses_are_the_odometry_nearest_each_image_within_the_offset(shared,
     assert poses[:2, 0].tolist() == [0.0, 1.0] and np.isnan(poses[2]).all()
     assert main([*args, "--odom-max-offset", "0.01", "--out", str(tmp_path / "m2")]) == 0
     assert np.isnan(MapDatabase.load(tmp_path / "m2").poses).all()
+
+
+def _run_cli(args, preexec_fn=None):
+    import subprocess
+    import sys
+
+    from structvpr_core.paths import REPO_ROOT
+
+    return subprocess.run([sys.executable, "-m", "structvpr_core.cli", *args], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=300, preexec_fn=preexec_fn)
+
+
+def _folder(shared, tmp_path, n=3):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i, f in enumerate(FRAMES[:n]):
+        (folder / f"images-{f:05d}.png").write_bytes((shared / f"data/nordland64/summer/images-{f:05d}.png").read_bytes())
+    return folder
+
+
+@pytest.mark.parametrize("out, message", [
+    ("file.txt", "--out {tmp}/file.txt is an existing file, not a directory"),
+    ("file.txt/map", "--out {tmp}/file.txt/map: {tmp}/file.txt is a file, not a directory"),
+    ("notamap", "--out {tmp}/notamap exists and is not a map directory (no meta.json)"),
+])
+def test_a_bad_out_is_refused_before_any_work(shared, tmp_path, capsys, out, message):
+    (tmp_path / "file.txt").write_text("x")
+    (tmp_path / "notamap").mkdir()
+    (tmp_path / "notamap" / "thesis.tex").write_text("x")
+    folder = _folder(shared, tmp_path)
+    # a model that does not exist: had the output check waited for the model, this would say "model"
+    assert main(["build-map", "--model", "/nonexistent.pt", "--images", str(folder),
+                 "--out", str(tmp_path / out)]) == 2
+    err = capsys.readouterr().err
+    assert message.format(tmp=tmp_path) in err and "Traceback" not in err
+
+
+def test_a_read_only_out_is_refused_and_a_full_disk_named_at_the_save(shared, tmp_path):
+    from fault_helpers import file_size_limit, without_root_file_override
+
+    folder = _folder(shared, tmp_path)
+    parent = tmp_path / "ro"
+    parent.mkdir()
+    parent.chmod(0o555)
+    try:
+        run = _run_cli(["build-map", "--model", "raw-pixel", "--images", str(folder), "--out", str(parent / "m")],
+                       preexec_fn=without_root_file_override)
+    finally:
+        parent.chmod(0o755)
+    assert run.returncode == 2, run.stderr
+    assert f"--out {parent / 'm'}: cannot write in {parent}: Permission denied" in run.stderr
+    assert "Traceback" not in run.stderr and "building map" not in run.stderr  # before the work
+    # the map's index (3 x 2048 floats = 24 KB) cannot be written under a 16 KB file-size limit
+    run = _run_cli(["build-map", "--model", "raw-pixel", "--images", str(folder), "--out", str(tmp_path / "m")],
+                   preexec_fn=file_size_limit(16384))
+    assert run.returncode == 2, run.stderr
+    assert f"writing the map to {tmp_path / 'm'} failed: File too large (disk full or file size limit" in run.stderr
+    assert "Traceback" not in run.stderr and not (tmp_path / "m").exists()
+    assert not list(tmp_path.glob(".m.saving-*"))
+
+
+def test_an_unreadable_image_is_named_or_skipped(shared, tmp_path):
+    from fault_helpers import without_root_file_override
+
+    folder = _folder(shared, tmp_path)
+    bad = folder / f"images-{FRAMES[1]:05d}.png"
+    bad.chmod(0o000)
+    args = ["build-map", "--model", "raw-pixel", "--images", str(folder)]
+    run = _run_cli([*args, "--out", str(tmp_path / "m")], preexec_fn=without_root_file_override)
+    assert run.returncode == 2, run.stderr
+    assert f"cannot read image file {bad}: Permission denied; leave such images out with --skip-invalid" in run.stderr
+    assert "Traceback" not in run.stderr
+    run = _run_cli([*args, "--skip-invalid", "--out", str(tmp_path / "m")], preexec_fn=without_root_file_override)
+    assert run.returncode == 0, run.stderr
+    assert f"1 unreadable image(s) skipped, first: cannot read image file {bad}" in run.stdout
+    assert len(MapDatabase.load(tmp_path / "m")) == 2
+
+
+def test_max_features_is_bounded(shared, tmp_path, capsys):
+    folder = _folder(shared, tmp_path)
+    # ORB allocates for nfeatures up front: 2e9 made every frame fail with std::bad_alloc
+    assert main(["build-map", "--model", "raw-pixel", "--images", str(folder), "--with-features",
+                 "--max-features", "2000000000", "--out", str(tmp_path / "m")]) == 2
+    assert "--max-features must be in 1..100000, got 2000000000" in capsys.readouterr().err

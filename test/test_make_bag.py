@@ -127,3 +127,56 @@ def test_errors_are_one_line_and_leave_nothing_behind(shared, tmp_path, capsys):
         csv.write_text(content)
         assert main(["make-bag", "--images", str(summer), "--poses", str(csv), "--out", str(tmp_path / "c")]) == 2
         assert message in capsys.readouterr().err
+
+
+def _nordland_folder(shared, tmp_path, n=3):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for f in range(29000, 29000 + 10 * n, 10):
+        (folder / f"images-{f:05d}.png").write_bytes((shared / f"data/nordland64/summer/images-{f:05d}.png").read_bytes())
+    return folder
+
+
+def _run_cli(args, preexec_fn=None):
+    import subprocess
+    import sys
+
+    from structvpr_core.paths import REPO_ROOT
+
+    return subprocess.run([sys.executable, "-m", "structvpr_core.cli", *args], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=300, preexec_fn=preexec_fn)
+
+
+def test_make_bag_refuses_a_bad_out_first_and_names_a_full_disk(shared, tmp_path):
+    from fault_helpers import file_size_limit
+
+    folder = _nordland_folder(shared, tmp_path)
+    (tmp_path / "file.txt").write_text("x")
+    for out, message in [("file.txt", "is an existing file, not a directory"),
+                         ("file.txt/b.bag", f"{tmp_path}/file.txt is a file, not a directory")]:
+        run = _run_cli(["make-bag", "--images", str(folder), "--out", str(tmp_path / out)])
+        assert run.returncode == 2 and message in run.stderr and "Traceback" not in run.stderr, run.stderr
+    # sqlite3 on a "full disk" (every file capped at 8 KB; 3 images + the schema are more)
+    run = _run_cli(["make-bag", "--images", str(folder), "--out", str(tmp_path / "b.bag")],
+                   preexec_fn=file_size_limit(8192))
+    assert run.returncode == 2, run.stderr
+    assert f"writing the bag {tmp_path / 'b.bag'} failed:" in run.stderr and "disk full" in run.stderr
+    assert "Traceback" not in run.stderr and not (tmp_path / "b.bag").exists()
+    assert not list(tmp_path.glob(".b.bag.writing-*"))
+
+
+def test_make_bag_names_an_unreadable_image_or_skips_it_with_its_odometry(shared, tmp_path):
+    from fault_helpers import without_root_file_override
+
+    folder = _nordland_folder(shared, tmp_path)
+    bad = folder / "images-29010.png"
+    bad.chmod(0o000)
+    args = ["make-bag", "--images", str(folder), "--nordland-poses"]
+    run = _run_cli([*args, "--out", str(tmp_path / "a.bag")], preexec_fn=without_root_file_override)
+    assert run.returncode == 2, run.stderr
+    assert f"cannot read image file {bad}: Permission denied; leave such images out with --skip-invalid" in run.stderr
+    assert "Traceback" not in run.stderr and not (tmp_path / "a.bag").exists()
+    run = _run_cli([*args, "--skip-invalid", "--out", str(tmp_path / "a.bag")], preexec_fn=without_root_file_override)
+    assert run.returncode == 0, run.stderr
+    assert "wrote 2 images" in run.stdout and "and 2 odometry messages" in run.stdout
+    assert f"1 unreadable image(s) skipped, first: cannot read image file {bad}" in run.stdout

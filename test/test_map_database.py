@@ -262,3 +262,102 @@ def test_stale_save_folders_are_removed_by_open_and_by_the_next_save(nordland, t
     (tmp_path / ".other.saving-1234abcd").mkdir()
     assert remove_save_leftovers(tmp_path / "map") == []
     assert (tmp_path / ".other.saving-1234abcd").is_dir()
+
+
+def _rewrite(map_dir, name: str, write) -> None:
+    """Replace one map file by ``write(path)`` and re-hash it in meta.json, as a tool that edits maps
+    would: only the value checks, not the content hashes, stand between the file and the node."""
+    import json
+
+    from structvpr_core.io_utils import file_sha256
+
+    write(map_dir / name)
+    meta = json.loads((map_dir / "meta.json").read_text())
+    meta["sha256"][name] = file_sha256(map_dir / name)
+    (map_dir / "meta.json").write_text(json.dumps(meta))
+
+
+def _rewrite_index(map_dir, vectors) -> None:
+    import faiss
+
+    from structvpr_core.retrieval.index import DescriptorIndex
+
+    def write(path):
+        index = DescriptorIndex(vectors.shape[1])
+        index._index.add_with_ids(np.ascontiguousarray(vectors, np.float32), np.arange(len(vectors), dtype=np.int64))
+        assert isinstance(index._index, faiss.IndexIDMap2)
+        index.save(path)
+
+    _rewrite(map_dir, "index.faiss", write)
+
+
+def _rewrite_keyframes(map_dir, **changes) -> None:
+    def write(path):
+        with np.load(path) as data:
+            arrays = {k: data[k] for k in data.files}
+        arrays.update(changes)
+        np.savez(path.with_suffix(""), **arrays)  # np.savez appends .npz
+
+    _rewrite(map_dir, "keyframes.npz", write)
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("scaled", r"index.faiss: descriptors: 20 row\(s\) not L2-normalised \(e.g. row 0 has norm 100"),
+    ("nan_row", r"index.faiss: descriptors: contain NaN"),
+    ("zero_row", r"index.faiss: descriptors: 1 row\(s\) not L2-normalised \(e.g. row 3 has norm 0.0000"),
+    ("nan_stamp", r"keyframes.npz: 1 negative stamps \(e.g. keyframe 2: -9223372036854775808 ns"),
+    ("string_stamps", r"keyframes.npz 'stamps_ns' holds <U\d+, expected integer nanoseconds"),
+    ("inf_pose", r"keyframes.npz: 1 poses are neither unknown .* \(e.g. keyframe 0: \[inf"),
+    ("zero_quaternion", r"keyframes.npz: 1 poses are neither unknown .* \(e.g. keyframe 4:"),
+    ("string_dim", r"meta.json: invalid model identity .*'model.dim' is '400' \(str\), expected int"),
+    ("features_3d", r"is inconsistent: features.npz keypoints must be \(K, 2\) and descriptors \(K, 32\)"),
+])
+def test_a_map_with_values_no_save_writes_is_refused_naming_the_file(nordland, tmp_path, damage, message):
+    import json
+    encoder, images, desc = nordland
+    map_dir = tmp_path / "map"
+    _build(encoder, images, desc).save(map_dir)
+    MapDatabase.load(map_dir)  # intact: loads
+    with np.load(map_dir / "keyframes.npz") as kf:
+        stamps, poses = kf["stamps_ns"].copy(), kf["poses"].copy()
+    if damage == "scaled":
+        _rewrite_index(map_dir, desc * 100)
+    elif damage == "nan_row":
+        _rewrite_index(map_dir, np.where(np.arange(len(desc))[:, None] == 5, np.nan, desc))
+    elif damage == "zero_row":
+        _rewrite_index(map_dir, np.where(np.arange(len(desc))[:, None] == 3, 0.0, desc))
+    elif damage == "nan_stamp":
+        with np.errstate(invalid="ignore"):  # what a NaN stamp becomes in an int64 array
+            stamps[2] = np.array(np.nan).astype(np.int64)
+        _rewrite_keyframes(map_dir, stamps_ns=stamps)
+    elif damage == "string_stamps":
+        _rewrite_keyframes(map_dir, stamps_ns=stamps.astype(str))
+    elif damage == "inf_pose":
+        poses[0, 0] = np.inf
+        _rewrite_keyframes(map_dir, poses=poses)
+    elif damage == "zero_quaternion":
+        poses[4, 3:] = 0.0
+        _rewrite_keyframes(map_dir, poses=poses)
+    elif damage == "features_3d":
+        def write(path):
+            with np.load(path) as data:
+                arrays = {k: data[k] for k in data.files}
+            arrays["keypoints"] = np.zeros((len(arrays["keypoints"]), 3), np.float32)
+            np.savez(path.with_suffix(""), **arrays)
+
+        _rewrite(map_dir, "features.npz", write)
+    elif damage == "string_dim":
+        meta = json.loads((map_dir / "meta.json").read_text())
+        meta["model"]["dim"] = "400"
+        (map_dir / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(MapError, match=message) as raised:
+        MapDatabase.load(map_dir)
+    assert str(map_dir) in str(raised.value)
+
+
+def test_a_map_dir_that_is_a_file_is_named_as_such(nordland, tmp_path):
+    encoder, _, _ = nordland
+    (tmp_path / "map").write_text("not a map")
+    for create in (False, True):
+        with pytest.raises(MapError, match=f"{tmp_path / 'map'} (is a file, not a map directory|exists and is not)"):
+            open_map(tmp_path / "map", ModelIdentity(encoder.name, encoder.dim), create=create)

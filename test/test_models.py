@@ -183,3 +183,17 @@ def test_fp16_export_keeps_config_and_meta_and_close_descriptors(tmp_path):
     with torch.no_grad():
         assert torch.nn.functional.cosine_similarity(model(x), half(x)).min() > 0.999
     assert checkpoint_main(["--export-fp16", str(tmp_path / "absent.pt"), str(tmp_path / "x.pt")]) == 2
+
+
+def test_a_checkpoint_with_nan_weights_is_refused_naming_it(tmp_path):
+    from structvpr_core.runtime.encoder import load_encoder
+
+    model = RGBBranch(ModelConfig("rgb", (64, 32))).eval()
+    with torch.no_grad():
+        next(model.parameters())[0].fill_(float("nan"))  # a diverged run, saved with a valid hash
+    path = tmp_path / "diverged.pt"
+    save_checkpoint(path, model)
+    with pytest.raises(CheckpointError, match=f"{path}: 1 weight tensors hold NaN or inf"):
+        load_checkpoint(path)
+    with pytest.raises(ValueError, match=f"{path}: 1 weight tensors hold NaN or inf"):
+        load_encoder(str(path), "cpu", runtime="torch")

@@ -338,17 +338,17 @@ def test_geometric_verification_annotates_candidates_with_inliers_and_relative_p
 
 @pytest.mark.parametrize("params, message", [
     ({"mode": "mapp"}, "mode: 'mapp' is not one of"),
-    ({"top_k": 0}, "top_k must be >= 1"),
+    ({"top_k": 0}, "top_k must be in 1..1000, got 0"),
     ({"score_threshold": "high"}, "score_threshold: expected a number"),
     ({"model": "/nonexistent/student.pt"}, "model: model '/nonexistent/student.pt' is neither"),
     ({"mode": "localization"}, "localization' needs map_dir"),
     ({"image_topic": "", "compressed_topic": ""}, "would get no images"),
-    ({"cpu_threads": -1}, "cpu_threads must be >= 0"),
-    ({"verification_threads": 0}, "verification_threads must be >= 1"),
+    ({"cpu_threads": -1}, "cpu_threads must be in 0.."),
+    ({"verification_threads": 0}, "verification_threads must be in 1.."),
     ({"runtime": "tensorrt"}, "runtime: 'tensorrt' is not one of"),
     ({"model": "random-mobilenetv2", "input_width": 64, "input_height": 32, "device": "cpu", "precision": "fp16"},
      "precision 'fp16' needs CUDA"),
-    ({"sequence_length": 0}, "sequence length must be >= 1"),
+    ({"sequence_length": 0}, "sequence_length must be in 1..1000, got 0"),
     ({"sequence_min_velocity": 2.0}, "min_velocity <= max_velocity"),
     ({"sequence_candidates": "all"}, "sequence_candidates: 'all' is not one of"),
     ({"essential_estimator": "lmeds"}, "essential_estimator: 'lmeds' is not one of"),
@@ -468,11 +468,12 @@ def test_processing_errors_are_counted_per_period_and_raise_diagnostics_to_error
     from structvpr_core.models.branches import ModelConfig, RGBBranch
     from structvpr_core.models.checkpoint import save_checkpoint
 
-    # a checkpoint whose weights went NaN (diverged training): every descriptor is NaN
+    # a checkpoint whose weights overflow float32 in the first layers (finite, so they pass the load
+    # check that refuses NaN weights): every descriptor is NaN
     model = RGBBranch(ModelConfig("rgb", (64, 32)))
     with torch.no_grad():
         for p in model.parameters():
-            p.fill_(float("nan"))
+            p.fill_(1e30)
     save_checkpoint(tmp_path / "diverged.pt", model)
     summer = nordland[0]
     with ros_context() as context:
@@ -529,7 +530,21 @@ def test_odometry_with_nan_or_a_bad_quaternion_is_rejected_on_arrival(nordland):
     ({"ransac_threshold_px": float("nan")}, "ransac_threshold_px must be a finite number"),
     ({"exclude_recent_s": 1e300}, "exclude_recent_s must be <= 1e+09 s"),
     ({"diagnostics_period_s": 0.001}, "diagnostics_period_s must be >= 0.05"),
-    ({"max_pixels": 0}, "max_pixels must be >= 1"),
+    ({"max_pixels": 0}, "max_pixels must be in 1..400000000, got 0"),
+    # size-like parameters are bounded (issue 20 C1/C2/T2): each of these exhausted memory or crashed
+    ({"sequence_length": 100_000_000}, "sequence_length must be in 1..1000, got 100000000"),
+    ({"sequence_velocity_steps": 1_000_000_000}, "sequence_velocity_steps must be in 1..100, got 1000000000"),
+    ({"cpu_threads": 100_000}, "cpu_threads must be in 0..[0-9]* \\(4x this machine's cores\\), got 100000"),
+    ({"verification_threads": 100_000}, "verification_threads must be in 1..[0-9]* \\(4x this machine's cores\\)"),
+    ({"max_features": 2_000_000_000}, "max_features must be in 5..100000, got 2000000000"),
+    ({"top_k": 1_000_000}, "top_k must be in 1..1000, got 1000000"),
+    ({"consistency_k": 10**9}, "consistency_k must be in 1..10000"),
+    ({"max_pixels": 10**12}, "max_pixels must be in 1..400000000"),
+    ({"qos_depth": 10**6}, "qos_depth must be in 1..100"),
+    ({"autosave_keyframes": -1}, "autosave_keyframes must be >= 0"),
+    ({"input_timeout_s": -1.0}, "input_timeout_s must be >= 0"),
+    ({"stamp_max_ahead_s": 0.0}, "stamp_max_ahead_s must be > 0"),
+    ({"map_dir": "   "}, "map_dir '   ' starts or ends with spaces"),
 ])
 def test_non_finite_and_out_of_range_parameters_make_the_node_refuse_to_start(params, message):
     with ros_context() as context:

@@ -196,11 +196,18 @@ def test_images_without_own_stamps_are_matched_by_the_nodes_image_number(data, t
 
 
 def test_real_ros1_bags_replay(shared, tmp_path):
-    """ROS 1 bags as recorded: compressed JPEG on a topic without leading slash, stamps 10 min before the
-    record time (fiducials), and an rgb8 image with header stamp 0 (ros_numpy)."""
-    for name, topic in (("fiducials_board_611.bag", "raspicam_node/camera/image/compressed"),
-                        ("rosnumpy_test.bag", "/image")):
-        bag = shared / "data/ros1_bags" / name
+    """A ROS 1 bag as recorded: compressed JPEG on a topic without leading slash, stamps 10 min before the
+    record time (fiducials); and an rgb8 image with header stamp 0. ros_numpy's ROS 1 bag has one, but of
+    random pixels: featureless (issue 20, S1), so left out of a map; a real frame stands in for it."""
+    bag = shared / "data/ros1_bags/rosnumpy_test.bag"
+    assert main(["build-map", "--model", "raw-pixel", "--bag", str(bag), "--topic", "/image",
+                 "--out", str(tmp_path / "noise_map")]) == 2
+    unstamped = tmp_path / "unstamped.bag"
+    write_image_bag(unstamped, [read_rgb(shared / "data/nordland64/summer/images-29000.png")], [0],
+                    [1494949708_531555891], topic="/image")
+    for bag, topic in ((shared / "data/ros1_bags/fiducials_board_611.bag", "raspicam_node/camera/image/compressed"),
+                       (unstamped, "/image")):
+        name = bag.name
         map_dir = tmp_path / f"{name}_map"
         assert main(["build-map", "--model", "raw-pixel", "--bag", str(bag), "--topic", topic,
                      "--out", str(map_dir)]) == 0

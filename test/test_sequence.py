@@ -116,7 +116,9 @@ def test_euclidean_metric_ranks_like_cosine_for_unit_descriptors(nordland_test):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(length=0), "sequence length must be >= 1"),
+    (dict(length=0), "sequence length must be in 1..1000, got 0"),
+    (dict(length=100_000_000), "sequence length must be in 1..1000, got 100000000"),
+    (dict(velocity_steps=10**9), "velocity_steps must be in 1..100"),
     (dict(min_velocity=2, max_velocity=1), "min_velocity <= max_velocity"),
     (dict(velocity_steps=1), "velocity_steps 1 needs"),
     (dict(normalization="seqslam"), "normalization must be one of"),

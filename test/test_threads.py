@@ -41,5 +41,7 @@ def test_one_setting_holds_in_a_worker_through_index_build_load_and_torch(tmp_pa
 
 
 def test_thread_count_must_be_positive():
-    with pytest.raises(ValueError, match="threads must be >= 1"):
+    with pytest.raises(ValueError, match="threads must be in 1.."):
         threads.set_compute_threads(0)
+    with pytest.raises(ValueError, match=r"threads must be in 1..\d+ \(4x this machine's cores\), got 100000"):
+        threads.set_compute_threads(100_000)  # made torch segfault in its first convolution (issue 20)

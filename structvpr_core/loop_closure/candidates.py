@@ -54,11 +54,14 @@ import numpy as np
 
 from structvpr_core.config import ConfigError
 from structvpr_core.loop_closure.geometry import CameraIntrinsics, GeometryConfig, LocalFeatures, Verification, verify_many
-from structvpr_core.retrieval.map_database import MapDatabase
+from structvpr_core.retrieval.map_database import QUATERNION_NORM_TOLERANCE, MapDatabase
 from structvpr_core.retrieval.sequence import SequenceConfig, SequenceMatcher, top_k
-from structvpr_core.runtime.threads import apply_in_this_thread
+from structvpr_core.runtime.threads import apply_in_this_thread, max_threads
 
 NS_PER_S = 1_000_000_000
+# Upper bounds of the size-like settings (each allocates or loops per query with it)
+MAX_TOP_K = 1000
+MAX_CONSISTENCY_K = 10_000
 
 
 @dataclass
@@ -91,20 +94,21 @@ class LoopClosureConfig:
     sequence_candidates: Literal["sequence", "both"] = "sequence"
 
     def __post_init__(self):
-        if self.top_k < 1:
-            raise ConfigError(f"top_k must be >= 1, got {self.top_k}")
+        if not 1 <= self.top_k <= MAX_TOP_K:
+            raise ConfigError(f"top_k must be in 1..{MAX_TOP_K}, got {self.top_k}")
         if not -1.0 <= self.score_threshold <= 1.0:
             raise ConfigError(f"score_threshold is a cosine similarity and must be in [-1, 1], got {self.score_threshold}")
         if self.exclude_recent_s < 0:
             raise ConfigError(f"exclude_recent_s must be >= 0, got {self.exclude_recent_s}")
-        if self.consistency_k < 1:
-            raise ConfigError(f"consistency_k must be >= 1, got {self.consistency_k}")
+        if not 1 <= self.consistency_k <= MAX_CONSISTENCY_K:
+            raise ConfigError(f"consistency_k must be in 1..{MAX_CONSISTENCY_K}, got {self.consistency_k}")
         if self.consistency_window < 0:
             raise ConfigError(f"consistency_window must be >= 0, got {self.consistency_window}")
         if self.verification not in ("off", "annotate", "require"):
             raise ConfigError(f"verification must be off, annotate or require, got {self.verification!r}")
-        if self.verification_threads < 1:
-            raise ConfigError(f"verification_threads must be >= 1, got {self.verification_threads}")
+        if not 1 <= self.verification_threads <= max_threads():
+            raise ConfigError(f"verification_threads must be in 1..{max_threads()} (4x this machine's cores), "
+                              f"got {self.verification_threads}")
         if not np.isfinite(self.sequence_score_threshold):
             raise ConfigError(f"sequence_score_threshold must be a finite number, got {self.sequence_score_threshold}")
         if self.sequence_candidates not in ("sequence", "both"):
@@ -266,10 +270,6 @@ class KeyframeSelector:
         """Record a frame that was actually processed (a frame that failed to decode is not a keyframe)."""
         self.last_stamp_ns = stamp_ns
         self._last_position = None if position is None else np.asarray(position, np.float64)
-
-
-# tf2's tolerance: a quaternion whose squared norm is off by more than this is not a rotation
-QUATERNION_NORM_TOLERANCE = 1e-2
 
 
 def checked_pose(pose7) -> np.ndarray:

@@ -64,10 +64,12 @@ from structvpr_core.runtime.options import RUNTIMES
 # LocalFeatures, extract_features (ORB) and ORB_DESCRIPTOR_BYTES are imported from here by
 # callers that predate the pluggable kinds
 from structvpr_core.loop_closure.local_features import (  # noqa: F401
-    FEATURE_KINDS, ORB_DESCRIPTOR_BYTES, FeatureExtractor, LocalFeatures, extract_features, match,
+    FEATURE_KINDS, MAX_FEATURES, ORB_DESCRIPTOR_BYTES, FeatureExtractor, LocalFeatures, extract_features, match,
 )
 # The 5-point solver needs 5 correspondences; fewer matches cannot verify anything.
 MIN_MATCHES_FOR_POSE = 5
+# ORB allocates for nfeatures up front: 2e9 made every frame fail with std::bad_alloc (issue 20);
+# 100k is ~100x what a 640x480 frame yields and ~10 MB of features per frame
 # Prefer the 3-DoF rotation-only model when it keeps this share of the essential-matrix inliers.
 ROTATION_MODEL_PREFERENCE = 0.8
 # A 2-D transfer error vs a 1-D epipolar distance: sqrt(chi2_2 / chi2_1) at 95 %.
@@ -140,8 +142,8 @@ class GeometryConfig:
             raise ConfigError(f"max_image_width must be >= 64 pixels, got {self.max_image_width}")
         if self.xfeat_runtime not in RUNTIMES:
             raise ConfigError(f"xfeat_runtime must be one of {list(RUNTIMES)}, got {self.xfeat_runtime!r}")
-        if self.max_features < MIN_MATCHES_FOR_POSE:
-            raise ConfigError(f"max_features must be >= {MIN_MATCHES_FOR_POSE}, got {self.max_features}")
+        if not MIN_MATCHES_FOR_POSE <= self.max_features <= MAX_FEATURES:
+            raise ConfigError(f"max_features must be in {MIN_MATCHES_FOR_POSE}..{MAX_FEATURES}, got {self.max_features}")
         if not 0 < self.ratio_test <= 1:
             raise ConfigError(f"ratio_test must be in (0, 1], got {self.ratio_test}")
         if self.ransac_threshold_px <= 0:

@@ -28,6 +28,7 @@ import numpy as np
 
 ORB_DESCRIPTOR_BYTES = 32
 XFEAT_DESCRIPTOR_DIM = 64
+MAX_FEATURES = 100_000  # keypoints per image: far above any use, far below what exhausts memory
 # kind -> (descriptor dtype, descriptor width): what a map stores per keypoint
 DESCRIPTOR_LAYOUTS = {"orb": (np.dtype(np.uint8), ORB_DESCRIPTOR_BYTES),
                       "xfeat": (np.dtype(np.float16), XFEAT_DESCRIPTOR_DIM)}
@@ -74,6 +75,8 @@ def extract_features(rgb: np.ndarray, max_features: int) -> LocalFeatures:
     """ORB features of an RGB uint8 image (the ``orb`` kind)."""
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"expected RGB uint8 (H, W, 3) image, got {rgb.dtype} {rgb.shape}")
+    if not 1 <= max_features <= MAX_FEATURES:  # ORB allocates for them up front (2e9: std::bad_alloc)
+        raise ValueError(f"max_features must be in 1..{MAX_FEATURES}, got {max_features}")
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     orb = cv2.ORB_create(nfeatures=max_features)
     keypoints, descriptors = orb.detectAndCompute(grey, None)

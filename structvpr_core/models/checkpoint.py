@@ -93,6 +93,10 @@ def load_checkpoint(
     if content_sha256(payload["config"], state) != payload["sha256"]:
         raise CheckpointError(f"{path}: content hash mismatch — the file is corrupt, or its weights or "
                               f"architecture config were modified")
+    broken = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken:  # would give NaN descriptors that faiss refuses frame by frame, naming no file
+        raise CheckpointError(f"{path}: {len(broken)} weight tensors hold NaN or inf (e.g. '{broken[0]}'): "
+                              f"a diverged training run? use an earlier checkpoint")
     try:
         config = from_dict(ModelConfig, payload["config"])
     except ConfigError as e:

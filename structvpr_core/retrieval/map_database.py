@@ -52,6 +52,9 @@ from structvpr_core.retrieval.sequence import similarity_row
 FORMAT = "structvpr-map/1"
 FILES = ("index.faiss", "keyframes.npz", "features.npz")
 POSE_FIELDS = ("x", "y", "z", "qx", "qy", "qz", "qw")
+# tf2's tolerance: a quaternion whose squared norm is off by more than this is not a rotation (the
+# odometry input's rule, and the map loader's)
+QUATERNION_NORM_TOLERANCE = 1e-2
 
 
 class MapError(ValueError):
@@ -345,7 +348,7 @@ class MapDatabase:
         directory = Path(directory)
         meta = _read_meta(directory)
         try:
-            model = ModelIdentity(**meta["model"])
+            model = ModelIdentity(**_checked_model_json(meta["model"]))
         except (TypeError, ValueError) as e:
             raise MapError(f"{directory}/meta.json: invalid model identity {meta.get('model')!r}: {e}") from None
         if expect_model is not None and not model.compatible_with(expect_model):
@@ -371,14 +374,18 @@ class MapDatabase:
         if not isinstance(n, int) or n < 0:
             raise MapError(f"{directory}/meta.json: invalid keyframe count {n!r}")
         _check_consistent(directory, n, model, index, keyframes, feats, kind)
+        _check_values(directory, index, keyframes)
 
         off = feats["offsets"]
-        features = [
-            LocalFeatures(feats["keypoints"][off[i]:off[i + 1]], feats["descriptors"][off[i]:off[i + 1]],
-                          tuple(int(v) for v in feats["image_sizes"][i]), kind)
-            if feats["has_features"][i] else None
-            for i in range(n)
-        ]
+        try:
+            features = [
+                LocalFeatures(feats["keypoints"][off[i]:off[i + 1]], feats["descriptors"][off[i]:off[i + 1]],
+                              tuple(int(v) for v in feats["image_sizes"][i]), kind)
+                if feats["has_features"][i] else None
+                for i in range(n)
+            ]
+        except (TypeError, ValueError) as e:
+            raise MapError(f"{directory / 'features.npz'}: invalid {kind} features ({e})") from None
         db = cls(model, index.config)
         db.index = index
         db._set_records(keyframes["stamps_ns"].astype(np.int64), keyframes["poses"].astype(np.float64),
@@ -399,6 +406,8 @@ def open_map(directory: str | Path, model: ModelIdentity, *, create: bool) -> Ma
         db = MapDatabase.load(directory, expect_model=model)
         remove_save_leftovers(directory)
         return db
+    if directory.exists() and not directory.is_dir():
+        raise MapError(f"{directory} is a file, not a map directory")
     hint = _interrupted_save_hint(directory)
     if hint:
         raise MapError(f"{directory} holds no map{hint}")
@@ -477,6 +486,8 @@ def _swap_in(tmp: Path, target: Path) -> None:
 
 
 def _read_meta(directory: Path) -> dict:
+    if directory.exists() and not directory.is_dir():
+        raise MapError(f"{directory} is a file, not a map directory")
     if not directory.is_dir():
         raise FileNotFoundError(f"map directory not found: {directory}{_interrupted_save_hint(directory)}")
     path = directory / "meta.json"
@@ -530,6 +541,61 @@ def _check_consistent(directory: Path, n: int, model: ModelIdentity, index: Desc
         fail("features.npz offsets do not match its keypoint/descriptor arrays")
     dtype, width = DESCRIPTOR_LAYOUTS[kind]
     desc = feats["descriptors"]
-    if feats["keypoints"].dtype != np.float32 or desc.dtype != dtype or desc.ndim != 2 or desc.shape[1] != width:
-        fail(f"features.npz keypoints must be float32 and {kind} descriptors {dtype} (N, {width}), "
-             f"got {feats['keypoints'].dtype} and {desc.dtype} {desc.shape}")
+    kp = feats["keypoints"]
+    if kp.dtype != np.float32 or kp.ndim != 2 or kp.shape[1] != 2 or desc.dtype != dtype or desc.ndim != 2 \
+            or desc.shape[1] != width:
+        fail(f"features.npz keypoints must be float32 (K, 2) and {kind} descriptors {dtype} (K, {width}), "
+             f"got {kp.dtype} {kp.shape} and {desc.dtype} {desc.shape}")
+    for key, dtype_kind, what in (("stamps_ns", "i", "integer nanoseconds"), ("poses", "f", "floats"),
+                            ("frame_ids", "U", "strings"), ("sources", "U", "strings"),
+                            ("has_features", "b", "booleans"), ("image_sizes", "i", "integers"),
+                            ("offsets", "i", "integers")):
+        arr = kf[key] if key in kf else feats[key]
+        if arr.dtype.kind != dtype_kind:
+            fail(f"{'keyframes.npz' if key in kf else 'features.npz'} '{key}' holds {arr.dtype}, expected {what}")
+
+
+def _check_values(directory: Path, index: DescriptorIndex, kf: dict[str, np.ndarray]) -> None:
+    """Refuse values no save writes: they would load and then publish nonsense (issue 20, S6).
+
+    Descriptors: finite and L2-normalised (a x100 descriptor scores "cosine" 100, a zero one
+    matches nothing), checked for the flat index (ivfpq keeps only codes). Stamps: >= 0 (a NaN
+    stamp cast to int64 is INT64_MIN). Poses: unknown (all NaN) or 7 finite numbers with a unit
+    quaternion, as the odometry input requires.
+    """
+    if index.kind == "flat" and len(index):
+        try:
+            index._check_vectors(index.flat_vectors(), f"{directory / 'index.faiss'}: descriptors")
+        except ValueError as e:
+            raise MapError(f"{e} (a map save writes unit vectors: the file was altered or written by another tool)") from None
+    stamps = kf["stamps_ns"]
+    bad = np.flatnonzero(stamps < 0)
+    if bad.size:
+        raise MapError(f"{directory / 'keyframes.npz'}: {bad.size} negative stamps (e.g. keyframe {bad[0]}: "
+                       f"{stamps[bad[0]]} ns; a NaN stamp reads as -2^63)")
+    poses = kf["poses"]
+    unknown = np.isnan(poses).all(axis=1)
+    known = poses[~unknown]
+    norms = np.einsum("ij,ij->i", known[:, 3:], known[:, 3:]) if len(known) else np.empty(0)
+    broken = ~np.isfinite(known).all(axis=1) | ~(np.abs(norms - 1) <= QUATERNION_NORM_TOLERANCE)
+    if broken.any():
+        i = int(np.flatnonzero(~unknown)[np.flatnonzero(broken)[0]])
+        raise MapError(f"{directory / 'keyframes.npz'}: {int(broken.sum())} poses are neither unknown (all NaN) nor "
+                       f"7 finite numbers with a unit quaternion (e.g. keyframe {i}: {poses[i].tolist()})")
+
+
+def _checked_model_json(model: dict) -> dict:
+    """meta.json's model entry with its types checked: ``dim: "472"`` would compare unequal to 472
+    and be refused as another model with two identical descriptions."""
+    where = "model"
+    types = {"name": (str,), "dim": (int,), "checkpoint_sha256": (str, type(None)), "input_size": (list, type(None))}
+    for key, allowed in types.items():
+        value = model.get(key)
+        if isinstance(value, bool) or not isinstance(value, allowed):
+            raise ValueError(f"'{where}.{key}' is {value!r} ({type(value).__name__}), expected "
+                             f"{' or '.join('null' if t is type(None) else t.__name__ for t in allowed)}")
+    size = model.get("input_size")
+    if size is not None and (len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                                                       for v in size)):
+        raise ValueError(f"'{where}.input_size' is {size!r}, expected [width, height] in pixels or null")
+    return model

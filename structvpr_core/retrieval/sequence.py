@@ -58,6 +58,11 @@ SCORE_NORMALIZATIONS = ("zscore", "none")
 METRICS = ("cosine", "euclidean")
 # a local-contrast window with (numerically) constant similarities: no contrast to enhance
 MIN_CONTRAST_STD = 1e-6
+# Upper bounds: the matcher holds L rows of N map scores and tries V velocity lines per query
+# (O(V x L x N)); 1e8 grew the node to 21.7 GB before the OOM killer (issue 20). SeqSLAM uses
+# L ~ 10..50; 1000 x 100 already costs ~1e5 x N operations per query.
+MAX_LENGTH = 1000
+MAX_VELOCITY_STEPS = 100
 
 
 @dataclass
@@ -77,13 +82,13 @@ class SequenceConfig:
     score_normalization: Literal["zscore", "none"] = "zscore"
 
     def __post_init__(self):
-        if self.length < 1:
-            raise ConfigError(f"sequence length must be >= 1, got {self.length}")
+        if not 1 <= self.length <= MAX_LENGTH:
+            raise ConfigError(f"sequence length must be in 1..{MAX_LENGTH}, got {self.length}")
         if not 0 <= self.min_velocity <= self.max_velocity:
             raise ConfigError(f"sequence velocities need 0 <= min_velocity <= max_velocity, "
                               f"got {self.min_velocity}..{self.max_velocity}")
-        if self.velocity_steps < 1:
-            raise ConfigError(f"velocity_steps must be >= 1, got {self.velocity_steps}")
+        if not 1 <= self.velocity_steps <= MAX_VELOCITY_STEPS:
+            raise ConfigError(f"velocity_steps must be in 1..{MAX_VELOCITY_STEPS}, got {self.velocity_steps}")
         if self.velocity_steps == 1 and self.min_velocity != self.max_velocity:
             raise ConfigError("velocity_steps 1 needs min_velocity == max_velocity (which single velocity?)")
         if self.normalization not in NORMALIZATIONS:

@@ -13,6 +13,7 @@ benchmarks/README.md).
 
 from __future__ import annotations
 
+import os
 import sys
 
 import cv2
@@ -21,11 +22,20 @@ import faiss
 _compute_threads: int | None = None  # None: libraries' own defaults
 
 
+def max_threads() -> int:
+    """Most threads a thread-count setting may ask for: 4x the machine's cores.
+
+    More than the cores already only waits at OpenMP barriers (tests oversubscribe on purpose);
+    100000 grew memory ~70 MB/s and made torch segfault in its first convolution (issue 20).
+    """
+    return 4 * (os.cpu_count() or 1)
+
+
 def set_compute_threads(threads: int) -> None:
     """Use ``threads`` (>= 1) for torch, ONNX Runtime sessions made later, faiss and OpenCV."""
     global _compute_threads
-    if threads < 1:
-        raise ValueError(f"threads must be >= 1, got {threads}")
+    if not 1 <= threads <= max_threads():
+        raise ValueError(f"threads must be in 1..{max_threads()} (4x this machine's cores), got {threads}")
     _compute_threads = threads
     cv2.setNumThreads(threads)  # process-wide
     apply_in_this_thread()
