@@ -157,7 +157,8 @@ class StructVPRNode(Node):
             raise StartupError(str(e)) from None
         # Without verification only the network sees the pixels: decode no more than its input
         # (JPEG DCT scaling, resize before colour conversion). ORB features need full resolution.
-        self._decode_size = getattr(self.encoder, "input_size", None) if cfg.verification == "off" else None
+        rule = getattr(self.encoder, "input_rule", None)  # raw-pixel: its own grid, full decode
+        self._decode_size = rule.shrink_size if rule is not None and cfg.verification == "off" else None
         self.stats = _Stats()
         self._map_lock = threading.RLock()  # worker (query + add) vs save/reset services
         self._frame_ready = threading.Condition()
@@ -209,7 +210,7 @@ class StructVPRNode(Node):
             raise
         except (FileNotFoundError, ValueError) as e:
             raise ConfigError(f"model: {e}") from None
-        identity = ModelIdentity.of_encoder(self.encoder, cfg.model)
+        identity = ModelIdentity.of_encoder(self.encoder)
         if not cfg.map_dir:
             self.db = MapDatabase(identity)
             return

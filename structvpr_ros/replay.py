@@ -38,7 +38,7 @@ node slower than the bag then drops frames (it keeps only the newest), which is 
 drops are measured. An image unanswered after ``--answer-timeout`` seconds is given up.
 
 Node parameters forced by replay (the rest come from ``--params``): mode=localization,
-map_dir, model, input size (``--resize``, default: the size the map was built with),
+map_dir, model, input size (``--resize``, default: the map's input rule),
 device, image/compressed/odometry topics (the bag's), use_sim_time=true,
 score_threshold=-1 and sequence_score_threshold=-1e9 (the PR curve sweeps the threshold
 instead), keyframe_min_interval_s=keyframe_min_distance_m=0 (every frame is a query), and
@@ -85,11 +85,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bag", required=True,
                         help="rosbag2 directory or ROS 1 .bag file (images, optionally odometry)")
     parser.add_argument("--map", required=True, help="map directory (structvpr build-map)")
-    parser.add_argument("--model", required=True, help="checkpoint file, or baseline raw-pixel | random-mobilenetv2")
+    parser.add_argument("--model", required=True, help="checkpoint (a path, or a shipped checkpoint's bare file name) or a baseline "
+                             "(structvpr benchmark --help lists them)")
     parser.add_argument("--params", default=str(DEFAULT_PARAMS), help="node parameters YAML (default config/structvpr.yaml)")
     parser.add_argument("--topic", help="image topic in the bag (default: its only Image/CompressedImage topic)")
     parser.add_argument("--odom-topic", help="odometry topic in the bag (default: its only Odometry topic, if any)")
-    parser.add_argument("--resize", help="WxH fed to the network (default: the input size the map was built with)")
+    parser.add_argument("--resize", help="WxH fed to the network (default: the map's input rule: the size it was built with, or the model's own)")
     parser.add_argument("--device", default="auto", help="torch device of the node (default auto)")
     add_inference_arguments(parser)
     parser.add_argument("--rate-scale", type=float, default=1.0,
