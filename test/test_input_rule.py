@@ -54,6 +54,8 @@ def test_shrink_size_covers_the_network_input_at_the_cameras_aspect():
     (dict(size=(1, 1)), "each side must be >= 32"),
     (dict(), "either a fixed size or a pixel budget"),
     (dict(size=(320, 160), pixels=51200), "either a fixed size or a pixel budget"),
+    (dict(pixels=51200, second_pixels=51200), "a second \\(multi-scale\\) pixel budget needs a first, different one"),
+    (dict(pixels=51200, second_pixels=10), "pixel budget must be in"),
 ])
 def test_bad_rules_are_refused_with_the_reason(kwargs, message):
     with pytest.raises(ConfigError, match=message):
@@ -106,6 +108,23 @@ def test_images_of_different_aspects_in_one_call_match_one_by_one(shared):
     together = encoder.encode(frames)
     alone = np.concatenate([encoder.encode([f]) for f in frames])
     assert np.allclose(together, alone, atol=1e-5)
+
+
+def test_multi_scale_is_the_normalised_sum_of_two_budgets_on_every_runtime(shared):
+    frames = _real_frames(shared)[:3]
+    single = [load_encoder("imagenet-lite0-mc", "cpu", runtime="torch", input_pixels=n).encode(frames)
+              for n in (51200, 28800)]
+    expected = single[0] + single[1]
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    for runtime in ("torch", "onnxruntime"):
+        both = load_encoder("imagenet-lite0-mc", "cpu", runtime=runtime, input_pixels=(51200, 28800))
+        assert np.sum(both.encode(frames) * expected, axis=1).min() > 0.9999
+    identity = ModelIdentity.of_encoder(both)
+    assert (identity.input_pixels, identity.input_pixels_second) == (51200, 28800)
+    assert not identity.compatible_with(ModelIdentity.of_encoder(
+        load_encoder("imagenet-lite0-mc", "cpu", runtime="torch", input_pixels=51200)))
+    # a decoder must keep enough pixels for the larger scale
+    assert both.input_rule.shrink_size(960, 540) == InputRule(pixels=51200).shrink_size(960, 540)
 
 
 def _build_map(images, model, out):

@@ -74,6 +74,9 @@ class ModelConfig:
     # sides multiples of the trunk's stride (runtime/input_rule.InputRule; the MC head pools
     # globally, so any size works); 0: squeezed to ``input_size`` (checkpoints from before the rule)
     input_pixels: int = 0
+    # > 0 (with input_pixels): multi-scale, the descriptor is the normalised sum of the network's
+    # descriptors at both budgets (the network runs twice per image)
+    input_pixels_second: int = 0
 
     def __post_init__(self):
         if self.branch == "seg" and self.slme is None:
@@ -82,8 +85,8 @@ class ModelConfig:
             raise ConfigError("the rgb branch takes RGB input; 'slme' is only for branch 'seg'")
         if min(self.input_size) < 32:
             raise ConfigError(f"input_size {self.input_size} too small: the trunk downsamples by 32")
-        if self.input_pixels:
-            InputRule(pixels=self.input_pixels)  # validates the budget (ConfigError naming it)
+        if self.input_pixels or self.input_pixels_second:
+            self.input_rule  # validates the budgets (ConfigError naming them)
         if self.trunk not in TRUNK_CHANNELS:
             raise ConfigError(f"trunk must be one of {sorted(TRUNK_CHANNELS)}, got '{self.trunk}'")
         if self.branch == "seg" and self.trunk != "mobilenetv2":
@@ -107,7 +110,9 @@ class ModelConfig:
     @property
     def input_rule(self) -> InputRule:
         """How inference sizes an image for this network."""
-        return InputRule(pixels=self.input_pixels) if self.input_pixels else InputRule(size=tuple(self.input_size))
+        if not self.input_pixels and not self.input_pixels_second:
+            return InputRule(size=tuple(self.input_size))
+        return InputRule(pixels=self.input_pixels, second_pixels=self.input_pixels_second)
 
     @property
     def in_channels(self) -> int:

@@ -72,6 +72,7 @@ class ModelIdentity:
     checkpoint_sha256: str | None = None
     input_size: tuple[int, int] | None = None  # (width, height) the network is fed, when fixed
     input_pixels: int = 0  # the pixel budget of a budget rule (input_size None); maps before it: 0
+    input_pixels_second: int = 0  # a multi-scale rule's second budget
 
     def __post_init__(self):
         if not self.name:
@@ -87,10 +88,12 @@ class ModelIdentity:
         rule and, for a checkpoint (however it was named), the checkpoint's content hash."""
         rule = getattr(encoder, "input_rule", None)  # NetworkEncoder; raw-pixel has its own fixed grid
         return cls(encoder.name, int(encoder.dim), getattr(encoder, "checkpoint_sha256", None),
-                   rule.size if rule is not None else None, rule.pixels if rule is not None else 0)
+                   rule.size if rule is not None else None, rule.pixels if rule is not None else 0,
+                   rule.second_pixels if rule is not None else 0)
 
     def compatible_with(self, other: "ModelIdentity") -> bool:
-        if (self.dim, self.input_size, self.input_pixels) != (other.dim, other.input_size, other.input_pixels):
+        if ((self.dim, self.input_size, self.input_pixels, self.input_pixels_second)
+                != (other.dim, other.input_size, other.input_pixels, other.input_pixels_second)):
             return False
         if self.checkpoint_sha256 or other.checkpoint_sha256:
             return self.checkpoint_sha256 == other.checkpoint_sha256
@@ -100,12 +103,13 @@ class ModelIdentity:
         sha = f", checkpoint sha256 {self.checkpoint_sha256[:12]}" if self.checkpoint_sha256 else ""
         size = f", input {self.input_size[0]}x{self.input_size[1]}" if self.input_size else ""
         size += f", input ~{self.input_pixels} px at the image's aspect" if self.input_pixels else ""
+        size += f" + ~{self.input_pixels_second} px (multi-scale)" if self.input_pixels_second else ""
         return f"'{self.name}' ({self.dim}-d{size}{sha})"
 
     def to_json(self) -> dict:
         return {"name": self.name, "dim": int(self.dim), "checkpoint_sha256": self.checkpoint_sha256,
                 "input_size": list(self.input_size) if self.input_size else None,
-                "input_pixels": int(self.input_pixels)}
+                "input_pixels": int(self.input_pixels), "input_pixels_second": int(self.input_pixels_second)}
 
 
 @dataclass(frozen=True)

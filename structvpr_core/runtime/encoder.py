@@ -106,11 +106,12 @@ def resolve_model(spec: str) -> str | Path:
 
 
 def load_encoder(spec: str, device: str = "auto", input_size: tuple[int, int] | None = None, seed: int = 0,
-                 runtime: str = "auto", precision: str = "auto", input_pixels: int | None = None) -> Encoder:
+                 runtime: str = "auto", precision: str = "auto",
+                 input_pixels: int | tuple[int, int] | None = None) -> Encoder:
     """``spec`` = a checkpoint (``resolve_model``), or a baseline name (``BASELINES``; see ``baseline_network``).
 
     The input rule is the model's own (a pixel budget, or a checkpoint's fixed training size) unless
-    ``input_size`` (W, H) forces a size or ``input_pixels`` another budget.
+    ``input_size`` (W, H) forces a size or ``input_pixels`` another budget (two: multi-scale).
     ``runtime`` / ``precision``: the network's inference path (structvpr_core.runtime.inference).
     """
     if input_size is not None and input_pixels is not None:
@@ -124,7 +125,8 @@ def load_encoder(spec: str, device: str = "auto", input_size: tuple[int, int] | 
     from structvpr_core.runtime.network import NetworkEncoder
 
     rule = (InputRule(size=tuple(input_size)) if input_size is not None
-            else InputRule(pixels=input_pixels) if input_pixels is not None else None)  # None: the model's own
+            else InputRule(*(None, *input_pixels) if isinstance(input_pixels, tuple) else (None, input_pixels))
+            if input_pixels is not None else None)  # None: the model's own
     if isinstance(resolved, str):
         model, name = baseline_network(resolved, seed=seed)
         return NetworkEncoder(model, name, device, rule, runtime, precision)

@@ -59,7 +59,8 @@ class NetworkEncoder:
         # frame must not pay it) and tells the descriptor size of a module without ``dim``.
         # A pixel budget is warmed up at a 4:3 camera's size (an exported runtime builds the
         # graph of another size on its first image of that size).
-        self.dim = int(self._run(self._zeros(*self.input_rule.size_for(640, 480))).shape[1])
+        for scale in self.input_rule.scales:
+            self.dim = int(self._run(self._zeros(*scale.size_for(640, 480))).shape[1])
 
     @staticmethod
     def _zeros(width: int, height: int) -> torch.Tensor:
@@ -70,11 +71,21 @@ class NetworkEncoder:
         normalisation leaves norms ~0.998, which the index rightly rejects.
 
         Images of different sizes may share a call: each group of one network input size runs
-        as one batch."""
-        sizes = [self.input_rule.size_for(img.shape[1], img.shape[0]) if img.ndim >= 2 else None for img in images]
+        as one batch. Multi-scale: the normalised descriptors of every scale, summed."""
+        out = np.zeros((len(images), self.dim), np.float32)
+        for scale in self.input_rule.scales:
+            out += _normalised(self._encode_at(images, scale))
+        return _normalised(out)
+
+    def _encode_at(self, images: Sequence[np.ndarray], rule: InputRule) -> np.ndarray:
+        sizes = [rule.size_for(img.shape[1], img.shape[0]) if img.ndim >= 2 else None for img in images]
         out = np.empty((len(images), self.dim), np.float32)
         for size in dict.fromkeys(sizes):
             rows = [i for i, s in enumerate(sizes) if s == size]
             batch = [images[i] for i in rows]
             out[rows] = self._run(to_input_tensor(batch, size or (1, 1), self.input_mean, self.input_std))
-        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return out
+
+
+def _normalised(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
