@@ -91,6 +91,7 @@ def choose(configs: dict[str, dict]) -> str:
 
 
 def run_model(spec: str, loaded, paths, budgets, cache_dir, runtime) -> tuple[dict, dict]:
+    """Val scores of every budget (and the model's own older rule), pairs included; and the encoders."""
     rules = [("own", None)] + [(f"{n}", n) for n in budgets]
     per_rule, descs, encoders = {}, {}, {}
     for label, pixels in progress(rules, desc=spec, unit="rule", leave=False):
@@ -108,6 +109,10 @@ def run_model(spec: str, loaded, paths, budgets, cache_dir, runtime) -> tuple[di
         }
         per_rule[label]["mean_r1_soft"] = mean_r1(per_rule[label]["sets"])
         per_rule[label]["mean_r1_hard"] = mean_r1(per_rule[label]["sets"], "hard")
+    return summarise(per_rule, pair_scores(descs, loaded, paths, budgets), budgets), encoders
+
+
+def pair_scores(descs, loaded, paths, budgets) -> dict[str, dict]:
     multiscale = {}
     for a, b in itertools.combinations(budgets, 2):
         summed = {p: descs[str(a)][p] + descs[str(b)][p] for p in paths}
@@ -115,10 +120,36 @@ def run_model(spec: str, loaded, paths, budgets, cache_dir, runtime) -> tuple[di
         sets = score(loaded, summed)
         multiscale[f"{a}+{b}"] = {"sets": sets, "mean_r1_soft": mean_r1(sets), "mean_r1_hard": mean_r1(sets, "hard"),
                                   "pixels": a + b}
+    return multiscale
+
+
+def summarise(per_rule: dict, multiscale: dict, budgets) -> dict:
     configs = {**{str(n): per_rule[str(n)] for n in budgets}, **multiscale}
     return {"rules": per_rule, "multiscale": multiscale, "chosen": choose(configs),
             "best_single": choose({str(n): per_rule[str(n)] for n in budgets}),
-            "best_multiscale": max(multiscale, key=lambda k: multiscale[k]["mean_r1_soft"])}, encoders
+            "best_multiscale": max(multiscale, key=lambda k: multiscale[k]["mean_r1_soft"])}
+
+
+def timing_encoders(spec: str, budgets, runtime) -> dict:
+    encoders = {str(n): load_encoder(spec, "cpu", runtime=runtime, precision="fp32", input_pixels=n) for n in budgets}
+    own = load_encoder(spec, "cpu", runtime=runtime, precision="fp32")
+    return encoders if own.input_rule.pixels else {"own": own, **encoders}
+
+
+def reused(previous: dict, spec: str, budgets, loaded) -> dict:
+    """Scores of ``spec`` from a previous run's JSON (same sets and budgets), without its times."""
+    old = previous["models"][spec]
+    if previous["sets"] != list(loaded) or previous["budgets"] != list(budgets):
+        raise SystemExit(f"--reuse-scores: the previous run has other sets or budgets than this one")
+    strip = lambda d: {k: {f: v for f, v in r.items() if f != "encoder_ms"} for k, r in d.items()}  # noqa: E731
+    per_rule = strip(old["rules"])
+    for label, r in per_rule.items():  # runs before the 'pixels' field: the mean input pixels over the sets
+        r.setdefault("pixels", int(label) if label.isdigit()
+                     else int(np.mean([w * h for w, h in r["input_sizes"].values()])))
+    multiscale = strip(old["multiscale"])
+    for pair, r in multiscale.items():
+        r.setdefault("pixels", sum(map(int, pair.split("+"))))
+    return summarise(per_rule, multiscale, budgets)
 
 
 def plot(report: dict, path: Path) -> Path:
@@ -167,6 +198,10 @@ def main() -> int:
     ap.add_argument("--timing-repeats", type=int, default=9)
     ap.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "structvpr" / "benchmark")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/input_budget_val.json"))
+    ap.add_argument("--reuse-scores", type=Path, metavar="JSON",
+                    help="take the val scores from this earlier run's JSON (same sets and budgets) and only "
+                         "choose and time again (descriptors depend on the models/ and runtime/ source, so a "
+                         "code change there re-encodes everything otherwise)")
     args = ap.parse_args()
     set_compute_threads(args.threads)
     data = shared_dir() / "data"
@@ -178,9 +213,16 @@ def main() -> int:
               "inference": f"{args.runtime} fp32, {args.threads} thread(s)", "timing_image": str(TIMING_IMAGE),
               "torch_threads": torch.get_num_threads(), "models": {}}
     all_encoders = {}
+    previous = json.loads(args.reuse_scores.read_text()) if args.reuse_scores else None
+    if previous:
+        report["scores_from"] = str(args.reuse_scores)
     for spec in args.models:
-        report["models"][spec], all_encoders[spec] = run_model(spec, loaded, paths, args.budgets, args.cache_dir,
-                                                               args.runtime)
+        if previous:
+            report["models"][spec] = reused(previous, spec, args.budgets, loaded)
+            all_encoders[spec] = timing_encoders(spec, args.budgets, args.runtime)
+        else:
+            report["models"][spec], all_encoders[spec] = run_model(spec, loaded, paths, args.budgets, args.cache_dir,
+                                                                   args.runtime)
         atomic_write_text(args.out, json.dumps(report, indent=1) + "\n")  # partial results survive a stop
         m = report["models"][spec]
         print(f"{spec}: chosen {m['chosen']}; best single {m['best_single']} "

@@ -191,3 +191,23 @@ def test_the_node_decodes_a_camera_jpeg_no_larger_than_its_rule_needs(shared):
     small = message_to_rgb(msg, shrink_to=rule.shrink_size)
     assert small.shape[:2] == (135, 240)  # libjpeg's 1/4 scale: the smallest that still covers 224x128
     assert rule.size_for(small.shape[1], small.shape[0]) == rule.size_for(960, 540) == (224, 128)
+
+
+def test_the_rule_is_written_into_a_checkpoint_in_place_weights_untouched(tmp_path):
+    import shutil
+
+    from structvpr_core.models.checkpoint import CheckpointError, set_input_rule
+
+    path = tmp_path / "student.pt"
+    shutil.copy(shipped.find_checkpoint("nordland64_none_seed0_fp16.pt"), path)
+    before = load_checkpoint(path)[1]
+    sha = set_input_rule(path, 76800, chosen_by="docs/input_budget.md")
+    after = load_checkpoint(path)[1]  # verifies under the new hash
+    assert after["sha256"] == sha != before["sha256"]
+    assert all(torch.equal(before["state_dict"][k], after["state_dict"][k]) for k in before["state_dict"])
+    assert after["meta"]["input_rule_set_on_sha256"] == before["sha256"]
+    assert load_encoder(str(path), "cpu", runtime="torch").input_rule == InputRule(pixels=76800)
+    content = path.read_bytes()
+    with pytest.raises(CheckpointError, match="input rule refused: input pixel budget must be in"):
+        set_input_rule(path, 7)
+    assert path.read_bytes() == content  # a refused rule leaves the file as it was

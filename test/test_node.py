@@ -540,6 +540,7 @@ def test_a_save_interrupted_between_its_renames_is_refused_with_the_recovery_ste
 def test_default_model_is_the_shipped_student_and_answers_a_real_image(nordland):
     """No model parameter: the node loads the shipped default by its bare file name and describes a frame."""
     from structvpr_core.models.shipped import DEFAULT_MODEL, find_checkpoint
+    from structvpr_core.runtime.input_rule import InputRule
 
     assert find_checkpoint(DEFAULT_MODEL) is not None
     params = {k: v for k, v in BASE.items() if k != "model"}
@@ -547,7 +548,8 @@ def test_default_model_is_the_shipped_student_and_answers_a_real_image(nordland)
         node = StructVPRNode(context=context, parameter_overrides=overrides(**params))
         try:
             assert node.config.model == DEFAULT_MODEL
-            assert node.encoder.dim == 472 and tuple(node.encoder.input_size) == (320, 160)
+            # its val-chosen input rule (docs/input_budget.md): multi-scale, 51200 + 28800 px at the camera's aspect
+            assert node.encoder.dim == 472 and node.encoder.input_rule == InputRule(pixels=51200, second_pixels=28800)
             d = node.encoder.encode([nordland[0][0]])
             assert d.shape == (1, 472) and abs(float((d * d).sum()) - 1.0) < 1e-4
         finally:
