@@ -85,12 +85,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bag", required=True,
                         help="rosbag2 directory or ROS 1 .bag file (images, optionally odometry)")
     parser.add_argument("--map", required=True, help="map directory (structvpr build-map)")
-    parser.add_argument("--model", required=True, help="checkpoint (a path, or a shipped checkpoint's bare file name) or a baseline "
+    parser.add_argument("--model", required=True,
+                        help="checkpoint (a path, or a shipped checkpoint's bare file name) or a baseline "
                              "(structvpr benchmark --help lists them)")
     parser.add_argument("--params", default=str(DEFAULT_PARAMS), help="node parameters YAML (default config/structvpr.yaml)")
     parser.add_argument("--topic", help="image topic in the bag (default: its only Image/CompressedImage topic)")
     parser.add_argument("--odom-topic", help="odometry topic in the bag (default: its only Odometry topic, if any)")
-    parser.add_argument("--resize", help="WxH fed to the network (default: the map's input rule: the size it was built with, or the model's own)")
+    parser.add_argument("--resize", help="WxH fed to the network (default: the map's input rule: the size it was "
+                                         "built with, or the model's own)")
     parser.add_argument("--device", default="auto", help="torch device of the node (default auto)")
     add_inference_arguments(parser)
     parser.add_argument("--rate-scale", type=float, default=1.0,

@@ -67,7 +67,8 @@ def test_random_mobilenetv2_by_its_input_rule_on_50_frames(tmp_path, capsys):
                       tmp_path, capsys)
     check_sane(result, 50)
     # no --resize: the network runs by the baseline's input rule, its pixel budget at the frames' 2:1
-    size = InputRule(*(None, *BASELINE_INPUT_PIXELS["random-mobilenetv2"])).size_for(64, 32)
+    pixels, second = BASELINE_INPUT_PIXELS["random-mobilenetv2"]
+    size = InputRule(pixels=pixels, second_pixels=second).size_for(64, 32)
     assert abs(size[0] / size[1] - 2) <= 0.2  # the stride-32 grid nearest 2:1 at this budget
     assert (result["resolution"], result["descriptor_dim"], result["seed"]) == (list(size), 448, 3)
     assert result["encoder"] == "random-mobilenetv2-seed3"

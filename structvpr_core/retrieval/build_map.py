@@ -44,7 +44,8 @@ DEFAULT_ODOM_MAX_OFFSET_S = 0.1  # the node's odom_max_offset_s default
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="checkpoint (a path, or a shipped checkpoint's bare file name) or a baseline "
+    parser.add_argument("--model", required=True,
+                        help="checkpoint (a path, or a shipped checkpoint's bare file name) or a baseline "
                              "(structvpr benchmark --help lists them)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--images", help="folder of images (ordered by frame number or name)")
@@ -60,8 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     poses.add_argument("--poses", help="poses CSV for --images: image,x,y[,z][,qx,qy,qz,qw | ,heading][,stamp]")
     poses.add_argument("--nordland-poses", action="store_true", help="pose x = Nordland frame number (--images)")
     parser.add_argument("--out", required=True, help="map directory to write (an existing map there is replaced)")
-    parser.add_argument("--resize", help="force this network input size WxH (default: the model's input rule: a pixel budget at the "
-                             "image's aspect, or an older checkpoint's fixed training size)")
+    parser.add_argument("--resize", help="force this network input size WxH (default: the model's input rule: "
+                                         "a pixel budget at the image's aspect, or an older checkpoint's fixed size)")
     parser.add_argument("--frame-range", help="A:B, keep frames numbered A..B (--images only)")
     parser.add_argument("--with-features", action="store_true", help="store ORB features for geometric verification")
     parser.add_argument("--max-features", type=int, default=1000, help="ORB keypoints per image (default 1000)")

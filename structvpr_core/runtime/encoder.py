@@ -127,9 +127,12 @@ def load_encoder(spec: str, device: str = "auto", input_size: tuple[int, int] | 
     from structvpr_core.models.checkpoint import load_checkpoint
     from structvpr_core.runtime.network import NetworkEncoder
 
-    rule = (InputRule(size=tuple(input_size)) if input_size is not None
-            else InputRule(*(None, *input_pixels) if isinstance(input_pixels, tuple) else (None, input_pixels))
-            if input_pixels is not None else None)  # None: the model's own
+    rule = None  # the model's own
+    if input_size is not None:
+        rule = InputRule(size=tuple(input_size))
+    elif input_pixels is not None:
+        pixels, second = input_pixels if isinstance(input_pixels, tuple) else (input_pixels, 0)
+        rule = InputRule(pixels=pixels, second_pixels=second)
     if isinstance(resolved, str):
         model, name = baseline_network(resolved, seed=seed)
         return NetworkEncoder(model, name, device, rule, runtime, precision)
