@@ -164,6 +164,8 @@ def test_cli_writes_table_json_and_plot(tmp_path, capsys):
     (["--sequence-lengths", "1,x"], "comma-separated integers"),
     (["--models", "imagenet-nothing"], "neither a checkpoint file nor a baseline"),
     (["--batch-size", "0"], "--batch-size must be >= 1"),
+    (["--models", "imagenet-lite0", "--resize", "1x1"], "each side must be >= 32"),
+    (["--models", "imagenet-lite0", "--resize", "wide"], "--resize: size must look like WxH"),
     (["--models", "raw-pixel", "--reference", "imagenet-mobilenetv2"], "--reference 'imagenet-mobilenetv2' is not one of"),
 ])
 def test_bad_options_give_one_line_errors(tmp_path, capsys, args, message):

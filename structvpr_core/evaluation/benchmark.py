@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from structvpr_core.arguments import CliError
+from structvpr_core.arguments import CliError, parse_size
 from structvpr_core.data.datasets import PlaceSet, gardenspoint, grief_seasons, nordland64
 from structvpr_core.evaluation.metrics import recall_at_n
 from structvpr_core.io_utils import atomic_write, atomic_write_text
@@ -194,8 +194,10 @@ def mean_over_sets(rows: list[dict]) -> dict:
 def run_benchmark(models: list[str], eval_sets=EVAL_SETS, sequence_lengths=(1,), data_root: Path | None = None,
                   cache_dir: Path | None = None, device: str = "cpu", batch_size: int = 16,
                   runtime: str = "auto", precision: str = "fp32", reference: str | None = None,
-                  input_pixels: int | None = None, log: Callable[[str], None] = print) -> dict:
-    """Evaluate every model (by its own input rule, or the budget ``input_pixels`` for the networks)
+                  input_pixels: int | None = None, input_size: tuple[int, int] | None = None,
+                  log: Callable[[str], None] = print) -> dict:
+    """Evaluate every model (by its own input rule, or for the networks the budget ``input_pixels`` or
+    the fixed ``input_size``)
     on every set (and sequence length where the set is sequential); with ``reference`` (one of
     ``models``) also every other model's paired difference to it.
 
@@ -207,8 +209,9 @@ def run_benchmark(models: list[str], eval_sets=EVAL_SETS, sequence_lengths=(1,),
     paths = sorted({p for n in loaded for ps in loaded[n] for p in ps.database + ps.queries}, key=str)
     results, encodings = [], []
     for m, spec in enumerate(models, start=1):
+        network = spec != "raw-pixel"
         encoder = load_encoder(spec, device=device, runtime=runtime, precision=precision,
-                               input_pixels=input_pixels if spec != "raw-pixel" else None)
+                               input_pixels=input_pixels if network else None, input_size=input_size if network else None)
         start = time.perf_counter()
         desc, was_cached = cached_descriptors(encoder, model_fingerprint(encoder), paths, cache_dir,
                                               batch_size, label=f"{len(eval_sets)} sets")
@@ -358,6 +361,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference", default=DEFAULT_REFERENCE, metavar="SPEC",
                         help="report every other model's paired difference to this one (one of --models; "
                              f"default {DEFAULT_REFERENCE} when evaluated; 'none' = no comparison)")
+    parser.add_argument("--resize", metavar="WxH",
+                        help="force this input size on every network model (default: each model's own input rule)")
     parser.add_argument("--device", default="cpu", help="auto | cpu | cuda[:N] (default cpu)")
     parser.add_argument("--batch-size", type=int, default=16)
     add_inference_arguments(parser, precision=DEFAULT_PATH["precision"])
@@ -388,9 +393,13 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--reference {args.reference!r} is not one of the evaluated models: {models}")
     eval_sets = [s for s in EVAL_SETS if args.sets is None or s.name in args.sets]
     start = time.perf_counter()
+    try:
+        size = parse_size(args.resize)
+    except ValueError as e:
+        raise CliError(f"--resize: {e}") from None
     report = run_benchmark(models, eval_sets, lengths, cache_dir=None if args.no_cache else args.cache_dir,
                            device=args.device, batch_size=args.batch_size, runtime=args.runtime,
-                           precision=args.precision, reference=reference)
+                           precision=args.precision, reference=reference, input_size=size)
     report["wall_s"] = round(time.perf_counter() - start, 1)
     table = markdown_table(report)
     print(table)
@@ -400,6 +409,7 @@ def run(args: argparse.Namespace) -> int:
                        + (["--sets", *(f"'{n}'" for n in args.sets)] if args.sets else [])
                        + ([f"--sequence-lengths {args.sequence_lengths}"] if lengths != (1,) else [])
                        + ([f"--reference {args.reference}"] if args.reference != DEFAULT_REFERENCE else [])
+                       + ([f"--resize {args.resize}"] if args.resize else [])
                        + [f"--{k} {getattr(args, k)}" for k in ("runtime", "precision")
                           if getattr(args, k) != DEFAULT_PATH[k]])
     encoded = sum(e["num_images"] for e in report["encodings"] if not e["cached"])
