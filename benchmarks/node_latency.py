@@ -228,7 +228,7 @@ def build_map(model: str, model_size, frames: list[sequence.Frame], camera_size,
     """Map frames (at the case's camera size) -> map at ``out``, with ``build-map``'s encoding loop."""
     t0 = time.monotonic()
     encoder = load_encoder(model, "cpu", model_size)
-    db = MapDatabase(ModelIdentity.of_encoder(encoder, model))
+    db = MapDatabase(ModelIdentity.of_encoder(encoder))
     stamps = sequence.sequence_stamps_ns(frames, sequence.DEFAULT_RATE_HZ, sequence.DEFAULT_START_S - HALF_A_YEAR_S)
     items = ((int(s), "camera", f.pose, f.path.name, camera_image(read_rgb(f.path), camera_size))
              for f, s in zip(frames, stamps))

@@ -19,8 +19,13 @@ and the bag writer.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import cv2
 import numpy as np
+
+# a network input size (W, H), or a function of the image's (width, height) giving one
+ShrinkTo = tuple[int, int] | Callable[[int, int], tuple[int, int]] | None
 
 
 class ImageConversionError(ValueError):
@@ -76,14 +81,16 @@ _BAYER_TILES = {
 }
 
 
-def message_to_rgb(msg, max_pixels: int | None = None, shrink_to: tuple[int, int] | None = None) -> np.ndarray:
+def message_to_rgb(msg, max_pixels: int | None = None, shrink_to: ShrinkTo = None) -> np.ndarray:
     """Image or CompressedImage (told apart by the ``format`` field) -> RGB uint8 (H, W, 3).
 
     ``max_pixels``: refuse larger images (a compressed one from its header, before decoding).
     ``shrink_to`` (W, H): the caller needs no more pixels than this (a network input), so
     work at reduced size: a JPEG is decoded at 1/2, 1/4 or 1/8 scale by libjpeg while it
     stays at least that big, and 8-bit colour / mono images are resized to exactly that
-    size before their colour conversion. None: full resolution (ORB features need it).
+    size before their colour conversion. It may be a function of the image's (width, height)
+    (an encoder's ``InputRule.size_for``: the size follows the camera's aspect). None: full
+    resolution (ORB features need it).
     """
     if hasattr(msg, "format"):
         return compressed_to_rgb(msg, max_pixels, shrink_to)
@@ -94,7 +101,7 @@ def message_to_rgb(msg, max_pixels: int | None = None, shrink_to: tuple[int, int
     )
 
 
-def image_to_rgb(msg, max_pixels: int | None = None, shrink_to: tuple[int, int] | None = None) -> np.ndarray:
+def image_to_rgb(msg, max_pixels: int | None = None, shrink_to: ShrinkTo = None) -> np.ndarray:
     """sensor_msgs/Image -> RGB uint8 (H, W, 3), a fresh writable C-contiguous array (see ``message_to_rgb``)."""
     encoding = msg.encoding
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
@@ -136,6 +143,7 @@ def image_to_rgb(msg, max_pixels: int | None = None, shrink_to: tuple[int, int] 
         pixels = (native >> 8).astype(np.uint8)  # mono16: its high byte, then as mono8
     elif bytes_per_pixel == 1:
         pixels = pixels[:, :, 0]
+    shrink_to = shrink_to(width, height) if callable(shrink_to) else shrink_to
     if shrink_to is not None and encoding in _RESIZABLE_ENCODINGS and width * height > shrink_to[0] * shrink_to[1]:
         # shrink first: the colour conversion then touches the small image only
         pixels = cv2.resize(np.ascontiguousarray(pixels), tuple(shrink_to), interpolation=cv2.INTER_AREA)
@@ -144,7 +152,7 @@ def image_to_rgb(msg, max_pixels: int | None = None, shrink_to: tuple[int, int] 
     return cv2.cvtColor(np.ascontiguousarray(pixels), to_rgb)
 
 
-def compressed_to_rgb(msg, max_pixels: int | None = None, shrink_to: tuple[int, int] | None = None) -> np.ndarray:
+def compressed_to_rgb(msg, max_pixels: int | None = None, shrink_to: ShrinkTo = None) -> np.ndarray:
     """sensor_msgs/CompressedImage (JPEG/PNG, image_transport style format) -> RGB uint8 (H, W, 3).
 
     ``format`` is "jpeg", "png" or image_transport's "<encoding>; <codec> compressed
@@ -165,6 +173,7 @@ def compressed_to_rgb(msg, max_pixels: int | None = None, shrink_to: tuple[int, 
     if size is None:
         raise undecodable
     _check_pixel_count(*size, max_pixels, f"CompressedImage (format {fmt!r})")  # before any decoding
+    shrink_to = shrink_to(*size) if callable(shrink_to) else shrink_to
     bgr = cv2.imdecode(data, _reduced_decode_flag(head, size, shrink_to))
     if bgr is None:
         raise undecodable

@@ -8,9 +8,10 @@ config/structvpr.yaml (the same, commented). An invalid value, a model that cann
 loaded or a map built with another model make the node refuse to start with a message
 naming the parameter.
 
-Data flow. Image callbacks only stash the newest frame: a frame still waiting when the
-next one arrives is dropped (counted), so nothing ever queues up behind a slow encoder.
-A worker thread takes the newest frame and
+Data flow. Image callbacks only stash the newest frame: a frame too soon (stamp) after the
+last one taken for processing cannot be a keyframe and is skipped on arrival, and a frame
+still waiting when the next one arrives is dropped (counted), so nothing ever queues up
+behind a slow encoder or a keyframe's verification. A worker thread takes the newest frame and
   1. keyframe selection (message stamps; with odometry also distance) — frames too close
      to the last keyframe are skipped before they are even decoded;
   2. decodes it (invalid messages, bad stamps, images above ``max_pixels`` and featureless
@@ -97,6 +98,7 @@ class _Frame:
     received: float  # time.monotonic() in the callback, for the latency figure
     received_ros_ns: int  # node clock (sim time with use_sim_time) in the callback, for unstamped images
     number: int  # images received before this one: its query_id in localization mode
+    stamp_ns: int  # header stamp, or received_ros_ns when it has none: what keyframe admission used
 
 
 @dataclass
@@ -173,11 +175,15 @@ class StructVPRNode(Node):
             raise StartupError(str(e)) from None
         # Without verification only the network sees the pixels: decode no more than its input
         # (JPEG DCT scaling, resize before colour conversion). ORB features need full resolution.
-        self._decode_size = getattr(self.encoder, "input_size", None) if cfg.verification == "off" else None
+        rule = getattr(self.encoder, "input_rule", None)  # raw-pixel: its own grid, full decode
+        self._decode_size = rule.shrink_size if rule is not None and cfg.verification == "off" else None
         self.stats = _Stats()
         self._map_lock = threading.RLock()  # worker (query + add) vs save/reset services
         self._frame_ready = threading.Condition()
         self._pending: _Frame | None = None
+        # stamp of the last frame taken for processing: frames sooner than keyframe_min_interval_s
+        # after it are skipped on arrival, so they never wait behind a keyframe being verified
+        self._admitted_ns: int | None = None
         self._stopping = False
         self._last_image_at = time.monotonic()  # for the input_timeout_s warning
         # map saving (D1): keyframes added since the last successful save, the last failure
@@ -254,7 +260,7 @@ class StructVPRNode(Node):
             raise
         except (FileNotFoundError, ValueError) as e:
             raise ConfigError(f"model: {e}") from None
-        identity = ModelIdentity.of_encoder(self.encoder, cfg.model)
+        identity = ModelIdentity.of_encoder(self.encoder)
         if not cfg.map_dir:
             self.db = MapDatabase(identity)
             return
@@ -313,13 +319,30 @@ class StructVPRNode(Node):
 
     # --- callbacks (short: stash and return) -----------------------------------------------
     def _on_image(self, msg: Image | CompressedImage) -> None:
+        arrival_ros_ns = self.get_clock().now().nanoseconds
         with self._frame_ready:
-            stale = self._pending is not None  # the worker is busy: the older frame is stale
             number = self.stats.received  # only this callback counts images, under this lock
-            self.stats.add(received=1, dropped=int(stale))
             self._last_image_at = time.monotonic()
-            self._pending = _Frame(msg, time.monotonic(), self.get_clock().now().nanoseconds, number)
+            stamp_ns = outputs.stamp_to_ns(msg.header.stamp) or arrival_ros_ns
+            if not self._admit(stamp_ns):
+                self.stats.add(received=1, skipped=1)
+                return
+            stale = self._pending is not None  # the worker is busy: the older frame is stale
+            self.stats.add(received=1, dropped=int(stale))
+            self._pending = _Frame(msg, time.monotonic(), arrival_ros_ns, number, stamp_ns)
             self._frame_ready.notify()
+
+    def _admit(self, stamp_ns: int) -> bool:
+        """The time rule of keyframe selection, on arrival (the worker applies every rule again).
+
+        A keyframe's encoding and verification take longer than a camera's frame period; frames
+        that cannot be keyframes anyway are counted as skipped here instead of queueing behind it
+        and being dropped. A stamp earlier than the last one (a bag restarted) is always taken."""
+        last = self._admitted_ns
+        if last is not None and 0 <= stamp_ns - last < self.keyframes.min_interval_ns:
+            return False
+        self._admitted_ns = stamp_ns
+        return True
 
     def _on_odometry(self, msg: Odometry) -> None:
         p, q = msg.pose.pose.position, msg.pose.pose.orientation
@@ -381,6 +404,8 @@ class StructVPRNode(Node):
             self.db.reset()
             self.detector.reset()
             self.keyframes.reset()
+            with self._frame_ready:
+                self._admitted_ns = None
             self._unsaved = 1  # the emptied map differs from the saved one: shutdown saves it
         response.success, response.message = True, "map reset to 0 keyframes"
         self.get_logger().info(response.message)
@@ -405,6 +430,15 @@ class StructVPRNode(Node):
                 self.stats.add(errors=1)
                 self.get_logger().error(f"processing a frame failed:\n{traceback.format_exc()}",
                                         throttle_duration_sec=LOG_THROTTLE_S)
+            finally:
+                self._release_unless_keyframe(frame)
+
+    def _release_unless_keyframe(self, frame: _Frame) -> None:
+        """A frame admitted on arrival that did not become a keyframe (distance rule, invalid, error)
+        gives its slot back: the next frame is measured from the last real keyframe again."""
+        with self._frame_ready:
+            if self._admitted_ns == frame.stamp_ns and self.keyframes.last_stamp_ns != frame.stamp_ns:
+                self._admitted_ns = self.keyframes.last_stamp_ns
 
     def _process(self, frame: _Frame) -> None:
         cfg, header = self.config, frame.msg.header

@@ -22,6 +22,7 @@ from structvpr_core.loop_closure.candidates import LoopClosureConfig
 from structvpr_core.retrieval.sequence import MAX_LENGTH, MAX_VELOCITY_STEPS, SequenceConfig, normalization_for
 from structvpr_core.runtime.options import PRECISIONS, RUNTIMES
 from structvpr_core.runtime.threads import max_threads
+from structvpr_core.runtime.input_rule import MAX_INPUT_PIXELS, NETWORK_STRIDE
 
 NODE_NAME = "structvpr_node"
 # Longest duration a *_s parameter may have (~31 years): stamps minus it still fit int64 ns.
@@ -46,8 +47,8 @@ class NodeConfig:
     # --- model ---------------------------------------------------------------------
     model: str = _p(DEFAULT_MODEL, "descriptor model: checkpoint file (a bare name = a shipped one), or a baseline "
                                    "raw-pixel | random-mobilenetv2 | imagenet-mobilenetv2 | imagenet-lite0 | imagenet-lite0-mc")
-    input_width: int = _p(0, "image width fed to the network, 0 = the model's own input size")
-    input_height: int = _p(0, "image height fed to the network, 0 = the model's own input size")
+    input_width: int = _p(0, "image width fed to the network (>= 32), 0 = the model's own input rule")
+    input_height: int = _p(0, "image height fed to the network (>= 32), 0 = the model's own input rule")
     device: Literal["auto", "cpu", "cuda"] = _p("auto", "torch device: auto (cuda when available) | cpu | cuda")
     runtime: Literal[RUNTIMES] = _p(
         "auto", "network runtime: auto (CPU: ONNX Runtime fp32, OpenVINO for precision bf16; CUDA: torch) | "
@@ -140,6 +141,12 @@ class NodeConfig:
         if self.input_width < 0 or self.input_height < 0 or (self.input_width == 0) != (self.input_height == 0):
             raise ConfigError(
                 f"input_width and input_height must both be 0 (model default) or both > 0, "
+                f"got {self.input_width}x{self.input_height}")
+        if self.input_width and not (NETWORK_STRIDE <= min(self.input_width, self.input_height)
+                                     and self.input_width * self.input_height <= MAX_INPUT_PIXELS):
+            raise ConfigError(
+                f"input_width and input_height must each be >= {NETWORK_STRIDE} (the network downsamples by "
+                f"{NETWORK_STRIDE}) with input_width x input_height <= {MAX_INPUT_PIXELS}, "
                 f"got {self.input_width}x{self.input_height}")
         if self.mode == "localization" and not self.map_dir:
             raise ConfigError("mode 'localization' needs map_dir: the fixed map to localise against")

@@ -48,7 +48,7 @@ drops are measured. An image unanswered after ``--answer-timeout`` seconds is gi
 
 Parameters. The params file is honoured; a command-line flag overrides it only when
 given (``--sequence-*``). Replay forces: mode, map_dir, model, input size (``--resize``,
-default: the size the map was built with), device, the bag's topics, use_sim_time=true,
+default: the map's input rule), device, the bag's topics, use_sim_time=true,
 keyframe_min_interval_s=keyframe_min_distance_m=0 (every image is a keyframe and a
 query), consistency_k=1, and the score thresholds open (score_threshold=-1,
 sequence_score_threshold=-1e9) so the curve can sweep them. The operating point is then
@@ -106,11 +106,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="localization: query a fixed --map; mapping: one run that builds its map as it goes "
                              "(empty, or starting from a copy of --map) and is scored on its own revisits")
     parser.add_argument("--map", help="map directory (structvpr build-map); required for localization")
-    parser.add_argument("--model", required=True, help="checkpoint file, or baseline raw-pixel | random-mobilenetv2")
+    parser.add_argument("--model", required=True,
+                        help="checkpoint (a path, or a shipped checkpoint's bare file name) or a baseline "
+                             "(structvpr benchmark --help lists them)")
     parser.add_argument("--params", default=str(DEFAULT_PARAMS), help="node parameters YAML (default config/structvpr.yaml)")
     parser.add_argument("--topic", help="image topic in the bag (default: its only Image/CompressedImage topic)")
     parser.add_argument("--odom-topic", help="odometry topic in the bag (default: its only Odometry topic, if any)")
-    parser.add_argument("--resize", help="WxH fed to the network (default: the input size the map was built with)")
+    parser.add_argument("--resize", help="WxH fed to the network (default: the map's input rule: the size it was "
+                                         "built with, or the model's own)")
     parser.add_argument("--device", default="auto", help="torch device of the node (default auto)")
     add_inference_arguments(parser)
     parser.add_argument("--rate-scale", type=float, default=1.0,

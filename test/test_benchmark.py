@@ -15,10 +15,11 @@ from structvpr_core.evaluation.evaluate import evaluate_place_set
 from structvpr_core.runtime.encoder import load_encoder
 
 SMALL_SETS = (
-    EvalSet("gardenspoint viewpoint", (160, 96),
-            lambda data: [gardenspoint(data / "gardenspoint", "test", "day_right", "day_left")], True),
-    EvalSet("grief seasons", (256, 96), lambda data: grief_seasons(data / "grief_seasons", "test"), False),
+    EvalSet("gardenspoint viewpoint", lambda data: [gardenspoint(data / "gardenspoint", "test", "day_right", "day_left")],
+            True),
+    EvalSet("grief seasons", lambda data: grief_seasons(data / "grief_seasons", "test"), False),
 )
+SMALL_BUDGET = 12800  # pixels: keeps the network baselines quick
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,7 @@ def two_models(tmp_path_factory, shared):
     cache = tmp_path_factory.mktemp("cache")
     messages = []
     report = run_benchmark(["raw-pixel", "random-mobilenetv2"], SMALL_SETS, data_root=shared / "data",
-                           cache_dir=cache, log=messages.append)
+                           cache_dir=cache, input_pixels=SMALL_BUDGET, log=messages.append)
     return report, cache, messages
 
 
@@ -43,11 +44,13 @@ def test_two_models_on_two_real_sets(two_models):
     assert gp["soft"]["num_evaluated"] == 25 and gp["resolution"] == [64, 32]  # raw-pixel: its own grid
     assert report["results"][1]["soft"]["num_evaluated"] == 12 * 55  # every ordered pair of sessions
     assert report["results"][1]["soft"]["recall@5"] == 1.0  # 5 places in each database
-    assert report["results"][3]["resolution"] == [256, 96]  # networks at the set's declared size
+    # networks by the input rule: the budget at the image's own aspect (GRIEF 1024x384, 8:3)
+    assert report["results"][3]["resolution"] == [192, 64]
+    assert report["results"][2]["resolution"] == [160, 96]  # Gardens Point 960x540
     for mean in report["means"]:
         rows = [r for r in report["results"] if r["model"] == mean["model"]]
         assert mean["soft"]["recall@1"] == pytest.approx(np.mean([r["soft"]["recall@1"] for r in rows]))
-    assert len(messages) == 4 and all("encoded in" in m for m in messages)
+    assert len(messages) == 2 and all("encoded in" in m for m in messages)  # both sets in one pass per model
     table = markdown_table(report)
     assert table.count("\n") == 1 + 4 + 2 and "**mean over 2 sets**" in table
 
@@ -67,10 +70,10 @@ def test_pooled_recall_matches_structvpr_eval(two_models, shared):
 
 def test_rerun_reads_the_cache(two_models, shared):
     report, cache, _ = two_models
-    assert len(list(cache.glob("*.npy"))) == 4  # (model, resolution) pairs
+    assert len(list(cache.glob("*.npy"))) == 2  # one per model
     messages = []
     again = run_benchmark(["raw-pixel", "random-mobilenetv2"], SMALL_SETS, data_root=shared / "data",
-                          cache_dir=cache, log=messages.append)
+                          cache_dir=cache, input_pixels=SMALL_BUDGET, log=messages.append)
     assert all(m.endswith("cached") for m in messages)
     assert again["results"] == report["results"]
 
@@ -78,7 +81,7 @@ def test_rerun_reads_the_cache(two_models, shared):
 def test_paired_difference_to_a_reference_model(two_models, shared):
     _, cache, _ = two_models
     report = run_benchmark(["raw-pixel", "random-mobilenetv2"], SMALL_SETS, data_root=shared / "data",
-                           cache_dir=cache, reference="raw-pixel", log=lambda _: None)
+                           cache_dir=cache, reference="raw-pixel", input_pixels=SMALL_BUDGET, log=lambda _: None)
     for r in report["results"]:  # per-query top-1 hits agree with the pooled recall
         assert len(r["top1_soft"]) == r["soft"]["num_evaluated"]
         assert r["top1_soft"].count("1") / len(r["top1_soft"]) == pytest.approx(r["soft"]["recall@1"])
@@ -98,12 +101,12 @@ def test_each_inference_path_has_its_own_cache_entry(two_models, shared):
     """bf16 descriptors are not fp32's: a bf16 run must encode afresh, never read the fp32 cache."""
     report, cache, _ = two_models
     messages = []
-    bf16 = run_benchmark(["random-mobilenetv2"], SMALL_SETS[:1], data_root=shared / "data", cache_dir=cache,
-                         runtime="openvino", precision="bf16", log=messages.append)
+    bf16 = run_benchmark(["random-mobilenetv2"], SMALL_SETS, data_root=shared / "data", cache_dir=cache,
+                         runtime="openvino", precision="bf16", input_pixels=SMALL_BUDGET, log=messages.append)
     assert len(messages) == 1 and "encoded in" in messages[0]
     assert bf16["encodings"][0]["inference"] == "openvino bf16"
     assert report["encodings"][-1]["inference"] == "onnxruntime fp32"  # the scoreboard's default
-    assert len(list(cache.glob("*.npy"))) == 5
+    assert len(list(cache.glob("*.npy"))) == 3
 
 
 def test_checkpoints_with_one_file_name_never_share_cached_descriptors(tmp_path, shared):
@@ -147,7 +150,7 @@ def test_cli_writes_table_json_and_plot(tmp_path, capsys):
     assert main(["benchmark", "--models", "raw-pixel", "--sets", *sets, "--out", str(out),
                  "--cache-dir", str(tmp_path / "cache"), "--missions", "none", "--no-rerank"]) == 0
     text = out.read_text()
-    assert "| gardenspoint night_right->day_right (480x270) | raw-pixel-64x32-p8 |" in text
+    assert "| gardenspoint night_right->day_right | raw-pixel-64x32-p8 | 64x32 |" in text
     assert "![R@1](bench.png)" in text and "**mean over 3 sets**" in text
     assert "`structvpr benchmark --models raw-pixel --sets 'gardenspoint day_left->day_right' " in text
     assert "--missions none --no-rerank" in text
@@ -162,6 +165,8 @@ def test_cli_writes_table_json_and_plot(tmp_path, capsys):
     (["--sequence-lengths", "1,x"], "comma-separated integers"),
     (["--models", "imagenet-nothing"], "neither a checkpoint file nor a baseline"),
     (["--batch-size", "0"], "--batch-size must be >= 1"),
+    (["--models", "imagenet-lite0", "--resize", "1x1"], "each side must be >= 32"),
+    (["--models", "imagenet-lite0", "--resize", "wide"], "--resize: size must look like WxH"),
     (["--models", "raw-pixel", "--reference", "imagenet-mobilenetv2"], "--reference 'imagenet-mobilenetv2' is not one of"),
 ])
 def test_bad_options_give_one_line_errors(tmp_path, capsys, args, message):

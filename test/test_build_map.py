@@ -31,7 +31,7 @@ def maps(shared, tmp_path_factory):
 def test_folder_and_bag_maps_hold_the_same_keyframes(maps, shared):
     tmp, summer = maps
     encoder = load_encoder("random-mobilenetv2", "cpu", (64, 32))
-    identity = ModelIdentity.of_encoder(encoder, "random-mobilenetv2")
+    identity = ModelIdentity.of_encoder(encoder)
     a = MapDatabase.load(tmp / "from_folder", expect_model=identity)
     b = MapDatabase.load(tmp / "from_bag", expect_model=identity)
     assert len(a) == len(b) == len(FRAMES)

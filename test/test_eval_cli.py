@@ -8,7 +8,8 @@ import pytest
 from structvpr_core.models.checkpoint import save_checkpoint
 from structvpr_core.cli import main
 from structvpr_core.data.datasets import aligned_folders
-from structvpr_core.runtime.encoder import load_encoder
+from structvpr_core.runtime.encoder import BASELINE_INPUT_PIXELS, load_encoder
+from structvpr_core.runtime.input_rule import InputRule
 from structvpr_core.evaluation.evaluate import evaluate_place_set
 from structvpr_core.models.branches import ModelConfig, RGBBranch
 from structvpr_core.paths import shared_dir
@@ -61,12 +62,15 @@ def test_raw_pixel_on_100_real_frames(tmp_path, capsys):
     assert result["checkpoint_sha256"] is None and result["index"] == "flat"
 
 
-def test_random_mobilenetv2_native_size_on_50_frames(tmp_path, capsys):
+def test_random_mobilenetv2_by_its_input_rule_on_50_frames(tmp_path, capsys):
     result = run_eval([*folders_args("29000:29490"), "--model", "random-mobilenetv2", "--seed", "3"],
                       tmp_path, capsys)
     check_sane(result, 50)
-    # no --resize: the network runs at the images' native size
-    assert (result["resolution"], result["descriptor_dim"], result["seed"]) == ([64, 32], 448, 3)
+    # no --resize: the network runs by the baseline's input rule, its pixel budget at the frames' 2:1
+    pixels, second = BASELINE_INPUT_PIXELS["random-mobilenetv2"]
+    size = InputRule(pixels=pixels, second_pixels=second).size_for(64, 32)
+    assert abs(size[0] / size[1] - 2) <= 0.2  # the stride-32 grid nearest 2:1 at this budget
+    assert (result["resolution"], result["descriptor_dim"], result["seed"]) == (list(size), 448, 3)
     assert result["encoder"] == "random-mobilenetv2-seed3"
 
 
@@ -77,6 +81,20 @@ def test_checkpoint_runs_at_its_input_size_and_is_hashed(tmp_path, capsys):
     check_sane(result, 30)
     assert result["resolution"] == [96, 48]
     assert result["checkpoint_sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
+
+
+def test_shipped_checkpoint_by_bare_name_runs_by_its_rule_and_is_hashed(tmp_path, capsys):
+    """The name config/structvpr.yaml and the node accept is accepted by eval too (issue 18 item 5)."""
+    from structvpr_core.models.shipped import DEFAULT_MODEL, find_checkpoint
+
+    result = run_eval([*folders_args("29000:29090"), "--model", DEFAULT_MODEL], tmp_path, capsys)
+    check_sane(result, 10)
+    path = find_checkpoint(DEFAULT_MODEL)
+    assert result["checkpoint"] == str(path)
+    assert result["checkpoint_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    encoder = load_encoder(DEFAULT_MODEL, "cpu")
+    assert result["resolution"] == list(encoder.input_rule.size_for(64, 32))
+    assert result["input_rule"] == encoder.input_rule.describe()
 
 
 def test_nordland64_split_option(tmp_path, capsys):

@@ -139,7 +139,7 @@ def test_student_checkpoint_goes_through_encoder_and_map_database(tmp_path, shar
     desc = encoder.encode(frames)
     assert encoder.dim == 544 and desc.shape == (2, 544)
     np.testing.assert_allclose(np.linalg.norm(desc, axis=1), 1.0, atol=1e-5)
-    db = MapDatabase(ModelIdentity.of_encoder(encoder, str(path)))
+    db = MapDatabase(ModelIdentity.of_encoder(encoder))
     db.add_batch(desc[:1], [0], ["summer"])
     (hit, score), = db.query(desc[1], k=1)
     assert hit == 0 and score == pytest.approx(float(desc[0] @ desc[1]), abs=1e-5)

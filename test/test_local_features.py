@@ -179,7 +179,7 @@ def test_a_map_stores_xfeat_features_compactly_and_verifies_the_same_after_a_rel
     names = ["day_right/Image040", "day_right/Image100", "day_right/Image160"]
     images = [_frame(shared, n) for n in names]
     encoder = RawPixelEncoder()
-    db = MapDatabase(ModelIdentity.of_encoder(encoder, "raw-pixel"))
+    db = MapDatabase(ModelIdentity.of_encoder(encoder))
     db.add_batch(encoder.encode(images), [0, 1, 2], ["camera"] * 3, features=[xfeat(img) for img in images])
     assert db.feature_kind == "xfeat"
     assert db.feature_bytes_per_keyframe() == 1024 * (64 * 2 + 2 * 4)  # 136 KiB: fp16 descriptors
@@ -197,7 +197,7 @@ def test_a_map_stores_xfeat_features_compactly_and_verifies_the_same_after_a_rel
     # one map, one kind: ORB features are refused, in one batch or after the first
     with pytest.raises(ValueError, match="the map holds xfeat features, got \\['orb'\\] features"):
         loaded.add(encoder.encode(images[:1])[0], 3, "camera", features=extract_features(images[0], 500))
-    fresh = MapDatabase(ModelIdentity.of_encoder(encoder, "raw-pixel"))
+    fresh = MapDatabase(ModelIdentity.of_encoder(encoder))
     with pytest.raises(ValueError, match="one batch, got \\['orb', 'xfeat'\\] features"):
         fresh.add_batch(encoder.encode(images[:2]), [0, 1], ["camera"] * 2,
                         features=[extract_features(images[0], 500), xfeat(images[1])])
@@ -207,7 +207,7 @@ def test_a_map_stores_xfeat_features_compactly_and_verifies_the_same_after_a_rel
 def test_a_map_saved_before_feature_kinds_loads_as_orb(shared, tmp_path):
     rgb = _frame(shared, "day_right/Image040")
     encoder = RawPixelEncoder()
-    db = MapDatabase(ModelIdentity.of_encoder(encoder, "raw-pixel"))
+    db = MapDatabase(ModelIdentity.of_encoder(encoder))
     db.add(encoder.encode([rgb])[0], 0, "camera", features=extract_features(rgb, 500))
     db.save(tmp_path / "map")
     # rewrite features.npz as the previous format wrote it (no 'kind'), with its hash in meta.json

@@ -310,7 +310,8 @@ def _rewrite_keyframes(map_dir, **changes) -> None:
     ("inf_pose", r"keyframes.npz: 1 poses are neither unknown .* \(e.g. keyframe 0: \[inf"),
     ("zero_quaternion", r"keyframes.npz: 1 poses are neither unknown .* \(e.g. keyframe 4:"),
     ("string_dim", r"meta.json: invalid model identity .*'model.dim' is '400' \(str\), expected int"),
-    ("features_3d", r"is inconsistent: features.npz keypoints must be \(K, 2\) and descriptors \(K, 32\)"),
+    ("features_3d", r"is inconsistent: features.npz keypoints must be float32 \(K, 2\) and orb descriptors uint8 "
+                    r"\(K, 32\), got float32 \(\d+, 3\)"),
 ])
 def test_a_map_with_values_no_save_writes_is_refused_naming_the_file(nordland, tmp_path, damage, message):
     import json

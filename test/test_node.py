@@ -1,6 +1,7 @@
 """StructVPRNode in-process with real rclpy (own Context per test), real faiss, real images."""
 
 import json
+import time
 
 import cv2
 import numpy as np
@@ -373,7 +374,7 @@ def test_a_map_built_with_another_model_is_refused(tmp_path, nordland):
 
 def test_a_map_with_another_local_feature_kind_is_refused(tmp_path, shared):
     rgb = read_rgb(shared / "data/gardenspoint/day_right/Image010.jpg")
-    orb_map = MapDatabase(ModelIdentity.of_encoder(RawPixelEncoder(), "raw-pixel"))
+    orb_map = MapDatabase(ModelIdentity.of_encoder(RawPixelEncoder()))
     orb_map.add(RawPixelEncoder().encode([rgb])[0], 0, "camera", features=extract_features(rgb, 500))
     orb_map.save(tmp_path / "map")
     with ros_context() as context:
@@ -591,6 +592,7 @@ def test_a_save_interrupted_between_its_renames_is_refused_with_the_recovery_ste
 def test_default_model_is_the_shipped_student_and_answers_a_real_image(nordland):
     """No model parameter: the node loads the shipped default by its bare file name and describes a frame."""
     from structvpr_core.models.shipped import DEFAULT_MODEL, find_checkpoint
+    from structvpr_core.runtime.input_rule import InputRule
 
     assert find_checkpoint(DEFAULT_MODEL) is not None
     params = {k: v for k, v in BASE.items() if k != "model"}
@@ -598,8 +600,31 @@ def test_default_model_is_the_shipped_student_and_answers_a_real_image(nordland)
         node = StructVPRNode(context=context, parameter_overrides=overrides(**params))
         try:
             assert node.config.model == DEFAULT_MODEL
-            assert node.encoder.dim == 472 and tuple(node.encoder.input_size) == (320, 160)
+            # its val-chosen input rule (docs/input_budget.md): multi-scale, 51200 + 28800 px at the camera's aspect
+            assert node.encoder.dim == 472 and node.encoder.input_rule == InputRule(pixels=51200, second_pixels=28800)
             d = node.encoder.encode([nordland[0][0]])
             assert d.shape == (1, 472) and abs(float((d * d).sum()) - 1.0) < 1e-4
         finally:
             node.destroy_node()
+
+
+def test_frames_between_keyframes_are_skipped_on_arrival_not_dropped_behind_verification(shared):
+    """A 10 Hz camera, keyframes every 0.5 s, each verified with XFeat (tens of ms): the frames in
+    between never wait for the worker, so none is dropped and every keyframe slot is taken."""
+    day = [cv2.resize(read_rgb(shared / f"data/gardenspoint/day_right/Image{n:03d}.jpg"), (640, 480))
+           for n in range(0, 40, 2)]
+    with ros_context() as context:
+        node, client = _start(context, keyframe_min_interval_s=0.5, verification="require",
+                              verification_features="xfeat", score_threshold=-1.0)
+        for k, rgb in enumerate(day):  # a 10 Hz camera: stamps and wall time 0.1 s apart
+            client.image_pub.publish(image_msg(rgb, 100 * NS_PER_S + k * NS_PER_S // 10))
+            until = time.monotonic() + 0.1
+            while time.monotonic() < until:
+                client.executor.spin_once(timeout_sec=0.01)
+        spin_until(client.executor, lambda: node.stats.received == len(day) and len(client.loop_closures) == 4,
+                   30, "20 frames received and 4 keyframes answered")
+        assert [stamp_ns(m.header.stamp) for m in client.loop_closures] == [
+            100 * NS_PER_S + k * NS_PER_S // 2 for k in range(4)]
+        assert (node.stats.skipped, node.stats.dropped) == (16, 0)
+        assert len(node.db) == 4 and all(node.db.keyframe(i).features.kind == "xfeat" for i in range(4))
+        node.destroy_node()

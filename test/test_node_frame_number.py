@@ -16,7 +16,7 @@ from structvpr_ros.stamps import stamp_to_ns
 def test_query_id_counts_every_received_image_and_unstamped_answers_carry_the_arrival_time(shared, tmp_path):
     frames = [read_rgb(shared / f"data/nordland64/summer/images-{f:05d}.png") for f in (29000, 29010, 29020)]
     encoder = RawPixelEncoder()
-    db = MapDatabase(ModelIdentity.of_encoder(encoder, "raw-pixel"))
+    db = MapDatabase(ModelIdentity.of_encoder(encoder))
     db.add_batch(encoder.encode(frames), [1, 2, 3], ["camera"] * 3, [None] * 3, None, ["a", "b", "c"])
     db.save(tmp_path / "map")
     with ros_context() as context:

@@ -1,30 +1,20 @@
 """``structvpr benchmark``: every model on every evaluation set, one table.
 
-Sets (``EVAL_SETS``, the one place they and their resolutions are declared): nordland64
+Sets (``EVAL_SETS``, the one place they are declared; ``VAL_SETS`` their val splits): nordland64
 test (winter queries -> summer database), Gardens Point test (day_left -> day_right:
 viewpoint; night_right -> day_right: day/night; both against the same day database) and
 GRIEF stromovka across seasons (every monthly session in turn the database, the other 11
 its queries; michigan is training data, see ``GRIEF_SPLITS``).
 
-Resolution: every network sees a set at the same size, declared per set (``EVAL_SETS``):
-- nordland64 320x160: the frames are 64x32; a stride-32 trunk at native size would end in
-  a 2x1 feature map. 320x160 is the size the real-resolution students train nordland64 at
-  (training/realres_base.yaml), chosen on nordland64 *val* (every 3rd place): trained
-  students 24.0 / 18.4 R@1 at 320x160 against 11.8 / 11.2 at 128x64, the ImageNet baselines
-  alike at both (imagenet-lite0 6.0 vs 4.8, imagenet-lite0-mc 7.8 vs 8.8). The older
-  nordland64 students trained at 64x32 and lose from the upsampling;
-- gardenspoint 480x270: half of the day traversals' 960x540, 0.75 of night_right's
-  640x360, so nothing is upsampled;
-- grief 768x288: 0.75 of the native 1024x384, keeping the 8:3 aspect.
-The short sides (270, 288) sit near the 240 px of the real-resolution training (issue 7
-suggests 320x240): CNN descriptors are scale sensitive, and evaluating far above the
-training scale would penalise trained models against baselines. Measured cost on this
-CPU: 3 ms/image at 128x64 and 169 ms/image at 640x360 for MobileNetV2 on one core, so
-these sizes keep ~6 models within a few minutes.
-raw-pixel always uses its own fixed 64x32 patch-normalised grid.
+Resolution: every model sees every image by its own input rule (``runtime/input_rule.py``), as
+``eval``, ``build-map`` and the node do: the shipped default and the network baselines resize to a
+pixel budget at the image's aspect (chosen on val: ``VAL_SETS``, benchmarks/input_budget.py,
+docs/input_budget.md), checkpoints from before the rule squeeze every image to their training size.
+nordland64's 64x32 frames are therefore upsampled to the budget. raw-pixel always uses its own fixed
+64x32 patch-normalised grid. ``input_pixels`` forces one budget on every network (the val sweep).
 
-Descriptors are cached per (model fingerprint: weights, name, resolution, inference path and the
-source of structvpr_core/models and runtime; image list of the sets at that resolution) as .npy,
+Descriptors are cached per (model fingerprint: weights, name, input rule, inference path and the
+source of structvpr_core/models and runtime; image list of the sets) as .npy,
 so a re-run only encodes what changed. Recall@N is pooled over a
 set's place sets (weighted by their queries); R@N soft and hard (hard = exact frame on aligned sets; equal to soft on
 GRIEF, whose ground truth is exact by place). With 5 places in a GRIEF database, R@5 and
@@ -45,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from structvpr_core.arguments import CliError
+from structvpr_core.arguments import CliError, parse_size
 from structvpr_core.data.datasets import PlaceSet, gardenspoint, grief_seasons, nordland64
 from structvpr_core.evaluation.metrics import recall_at_n
 from structvpr_core.io_utils import atomic_write, atomic_write_text
@@ -57,7 +47,7 @@ from structvpr_core.evaluation.rerank_eval import reranked_recall_at_1
 from structvpr_core.loop_closure.candidates import LoopClosureConfig
 from structvpr_core.loop_closure.geometry import GeometryConfig
 from structvpr_core.retrieval.sequence import SequenceConfig, normalization_for
-from structvpr_core.runtime.encoder import BASELINES, Encoder, encode_paths, load_encoder
+from structvpr_core.runtime.encoder import BASELINES, Encoder, encode_paths, load_encoder, resolve_model
 from structvpr_core.runtime.options import add_inference_arguments
 
 KS = (1, 5, 10)
@@ -70,20 +60,26 @@ DESCRIPTOR_SOURCE_PACKAGES = ("models", "runtime")
 @dataclass(frozen=True)
 class EvalSet:
     name: str
-    resolution: tuple[int, int]  # (W, H) network input for every model on this set
     load: Callable[[Path], list[PlaceSet]]  # shared data root -> place sets, recall pooled over them
     sequential: bool  # queries and database are traversals in travel order: sequence matching applies
 
 
 EVAL_SETS = (
-    EvalSet("nordland64 winter->summer", (320, 160),
-            lambda data: [nordland64(data / "nordland64", "test")], True),
-    EvalSet("gardenspoint day_left->day_right", (480, 270),
+    EvalSet("nordland64 winter->summer", lambda data: [nordland64(data / "nordland64", "test")], True),
+    EvalSet("gardenspoint day_left->day_right",
             lambda data: [gardenspoint(data / "gardenspoint", "test", "day_right", "day_left")], True),
-    EvalSet("gardenspoint night_right->day_right", (480, 270),
+    EvalSet("gardenspoint night_right->day_right",
             lambda data: [gardenspoint(data / "gardenspoint", "test", "day_right", "night_right")], True),
-    EvalSet("grief stromovka seasons", (768, 288),
-            lambda data: grief_seasons(data / "grief_seasons", "test"), False),
+    EvalSet("grief stromovka seasons", lambda data: grief_seasons(data / "grief_seasons", "test"), False),
+)
+# Where defaults are chosen (input budgets, multi-scale, trunks): the val splits of the same sets.
+# GRIEF has none (5 places per site, split by site: michigan trains, stromovka tests; datasets.py).
+VAL_SETS = (
+    EvalSet("nordland64 val winter->summer", lambda data: [nordland64(data / "nordland64", "val")], True),
+    EvalSet("gardenspoint val day_left->day_right",
+            lambda data: [gardenspoint(data / "gardenspoint", "val", "day_right", "day_left")], True),
+    EvalSet("gardenspoint val night_right->day_right",
+            lambda data: [gardenspoint(data / "gardenspoint", "val", "day_right", "night_right")], True),
 )
 
 
@@ -107,7 +103,8 @@ def model_fingerprint(encoder: Encoder) -> str:
         for key, tensor in model.state_dict().items():
             h.update(key.encode())
             h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    h.update(str(getattr(encoder, "input_size", getattr(encoder, "size", ""))).encode())
+    rule = getattr(encoder, "input_rule", None)
+    h.update((rule.describe() if rule is not None else str(getattr(encoder, "size", ""))).encode())
     path = getattr(encoder, "path", None)  # runtime x precision: bf16 descriptors are not fp32's
     if path is not None:
         h.update(path.describe().encode())
@@ -183,6 +180,17 @@ def paired_difference(results: list[dict], model: str, reference: str, length: i
             "ci95": [float(low), float(high)], "rounds": rounds}
 
 
+def network_input_size(encoder: Encoder, image: Path) -> tuple[int, int]:
+    """(W, H) the encoder feeds its network for ``image`` (raw-pixel: its grid)."""
+    rule = getattr(encoder, "input_rule", None)
+    if rule is None:
+        return tuple(encoder.size)
+    from structvpr_core.data.images import read_rgb
+
+    rgb = read_rgb(image)
+    return rule.size_for(rgb.shape[1], rgb.shape[0])
+
+
 def mean_over_sets(rows: list[dict]) -> dict:
     return {gt: {f"recall@{k}": float(np.mean([r[gt][f"recall@{k}"] for r in rows])) for k in KS}
             for gt in GROUND_TRUTHS}
@@ -191,51 +199,50 @@ def mean_over_sets(rows: list[dict]) -> dict:
 def run_benchmark(models: list[str], eval_sets=EVAL_SETS, sequence_lengths=(1,), data_root: Path | None = None,
                   cache_dir: Path | None = None, device: str = "cpu", batch_size: int = 16,
                   runtime: str = "auto", precision: str = "fp32", reference: str | None = None,
+                  input_pixels: int | None = None, input_size: tuple[int, int] | None = None,
                   rerank: GeometryConfig | None = None, log: Callable[[str], None] = print) -> dict:
-    """Evaluate every model on every set (and sequence length where the set is sequential);
-    with ``reference`` (one of ``models``) also every other model's paired difference to it.
+    """Evaluate every model (by its own input rule, or for the networks the budget ``input_pixels`` or
+    the fixed ``input_size``)
+    on every set (and sequence length where the set is sequential); with ``reference`` (one of
+    ``models``) also every other model's paired difference to it.
 
-    Sets declared at the same resolution are encoded together, so an image they share
-    (gardenspoint's day_right database) is encoded once per model. With ``rerank`` (the node's
-    verification settings) single-image rows also get R@1 with the top 5 re-ranked by inliers.
+    All sets are encoded together, so an image they share (gardenspoint's day_right database) is
+    encoded once per model. With ``rerank`` (the node's verification settings) single-image rows
+    also get R@1 with the top 5 re-ranked by inliers.
     """
     data_root = data_root or shared_dir() / "data"
     loaded = {s.name: s.load(data_root) for s in eval_sets}
+    paths = sorted({p for n in loaded for ps in loaded[n] for p in ps.database + ps.queries}, key=str)
     features, inliers_cache = {}, {}
     if rerank is not None:  # local features do not depend on the model: extracted once, at native size
-        paths = sorted({p for sets in loaded.values() for ps in sets for p in ps.database + ps.queries}, key=str)
         features = dict(zip(paths, cached_features(paths, rerank, cache_dir, label="benchmark sets")))
     results, encodings = [], []
     for m, spec in enumerate(models, start=1):
-        encoders, descriptors = {}, {}
-        for resolution in dict.fromkeys(s.resolution for s in eval_sets):
-            names = [s.name for s in eval_sets if s.resolution == resolution]
-            encoder = encoders[resolution] = load_encoder(spec, device=device, input_size=resolution,
-                                                          runtime=runtime, precision=precision)
-            paths = sorted({p for n in names for ps in loaded[n] for p in ps.database + ps.queries}, key=str)
-            start = time.perf_counter()
-            desc, was_cached = cached_descriptors(encoder, model_fingerprint(encoder), paths, cache_dir,
-                                                  batch_size, label=" + ".join(names))
-            seconds = time.perf_counter() - start
-            log(f"[model {m}/{len(models)}] {encoder.name} on {' + '.join(names)}: {len(paths)} images, "
-                f"{'cached' if was_cached else f'encoded in {seconds:.1f} s'}")
-            path = getattr(encoder, "path", None)
-            encodings.append({"model": spec, "resolution": list(resolution), "num_images": len(paths),
-                              "inference": path.describe() if path else "numpy",
-                              "cached": was_cached, "seconds": round(seconds, 2)})
-            descriptors[resolution] = dict(zip(paths, desc))
+        network = spec != "raw-pixel"
+        encoder = load_encoder(spec, device=device, runtime=runtime, precision=precision,
+                               input_pixels=input_pixels if network else None, input_size=input_size if network else None)
+        start = time.perf_counter()
+        desc, was_cached = cached_descriptors(encoder, model_fingerprint(encoder), paths, cache_dir,
+                                              batch_size, label=f"{len(eval_sets)} sets")
+        seconds = time.perf_counter() - start
+        log(f"[model {m}/{len(models)}] {encoder.name} on {len(eval_sets)} sets: {len(paths)} images, "
+            f"{'cached' if was_cached else f'encoded in {seconds:.1f} s'}")
+        path, rule = getattr(encoder, "path", None), getattr(encoder, "input_rule", None)
+        encodings.append({"model": spec, "input_rule": rule.describe() if rule else "64x32 grid",
+                          "num_images": len(paths), "inference": path.describe() if path else "numpy",
+                          "cached": was_cached, "seconds": round(seconds, 2)})
+        descriptors = dict(zip(paths, desc))
         for s in eval_sets:
-            encoder = encoders[s.resolution]
             for length in sequence_lengths:
                 if length > 1 and not s.sequential:
                     continue
                 results.append({"model": spec, "encoder": encoder.name, "set": s.name,
-                                "resolution": list(getattr(encoder, "input_size", None) or encoder.size),
+                                "resolution": list(network_input_size(encoder, loaded[s.name][0].queries[0])),
                                 "sequence_length": length,
-                                **score_set(loaded[s.name], descriptors[s.resolution],
+                                **score_set(loaded[s.name], descriptors,
                                             SequenceConfig(length=length, normalization=normalization_for(spec)))})
                 if rerank is not None and length == 1:
-                    results[-1]["reranked"] = reranked_recall_at_1(loaded[s.name], descriptors[s.resolution],
+                    results[-1]["reranked"] = reranked_recall_at_1(loaded[s.name], descriptors,
                                                                    features, rerank, inliers_cache=inliers_cache)
     means = []
     for spec in models:
@@ -245,8 +252,7 @@ def run_benchmark(models: list[str], eval_sets=EVAL_SETS, sequence_lengths=(1,),
                           "sets": [r["set"] for r in rows], **mean_over_sets(rows)})
     differences = [paired_difference(results, spec, reference, length)
                    for spec in models if reference is not None and spec != reference for length in sequence_lengths]
-    return {"sets": [{"name": s.name, "resolution": list(s.resolution), "sequential": s.sequential}
-                     for s in eval_sets],
+    return {"sets": [{"name": s.name, "sequential": s.sequential} for s in eval_sets],
             "models": models, "sequence_lengths": list(sequence_lengths), "results": results,
             "means": means, "reference": reference, "differences": differences, "encodings": encodings}
 
@@ -266,20 +272,21 @@ def markdown_table(report: dict) -> str:
     """One table: a block of rows per set (one per model), then the mean over sets."""
     label = model_labels(report)
     with_length = len(report["sequence_lengths"]) > 1
-    cols = ["set", "model"] + (["seq"] if with_length else []) + [
+    cols = ["set", "model", "input"] + (["seq"] if with_length else []) + [
         f"R@{k} {gt}" for gt in GROUND_TRUTHS for k in KS]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * 2 + ("---:|" if with_length else "")
-             + "---:|" * (len(cols) - 2 - with_length)]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * 3 + ("---:|" if with_length else "")
+             + "---:|" * (len(cols) - 3 - with_length)]
 
     def row(set_label, r):
-        cells = [set_label, label[r["model"]]] + ([str(r["sequence_length"])] if with_length else [])
+        size = f"{r['resolution'][0]}x{r['resolution'][1]}" if "resolution" in r else ""
+        cells = [set_label, label[r["model"]], size] + ([str(r["sequence_length"])] if with_length else [])
         cells += [f"{100 * r[gt][f'recall@{k}']:.1f}" for gt in GROUND_TRUTHS for k in KS]
         return "| " + " | ".join(cells) + " |"
 
     for s in report["sets"]:
         for r in report["results"]:
             if r["set"] == s["name"]:
-                lines.append(row(f"{s['name']} ({s['resolution'][0]}x{s['resolution'][1]})", r))
+                lines.append(row(s["name"], r))
     for r in report["means"]:
         lines.append(row(f"**mean over {len(r['sets'])} sets**", r))
     if report.get("differences"):
@@ -347,8 +354,10 @@ def plot_bars(report: dict, path: Path) -> Path:
 
 
 README = """R@N in %; soft / hard ground truth: nordland64 +-1 file / same frame, gardenspoint +-2 frames /
-same frame, GRIEF same place (soft = hard). Sets, protocols and the per-set network input size
-(in brackets; raw-pixel always uses its own 64x32 grid) are declared and justified in
+same frame, GRIEF same place (soft = hard). Every model sees the images by its own input rule (column
+"input": the network input size of the set's images; a pixel budget at the image's aspect for the
+default model and the network baselines, chosen on val in `docs/input_budget.md`; raw-pixel always
+uses its own 64x32 grid). Sets and protocols are declared and justified in
 `structvpr_core/evaluation/benchmark.py`:
 
 - nordland64 test (frames 29000..35760): 677 winter queries against the summer database.
@@ -368,7 +377,7 @@ DEFAULT_PATH = {"runtime": "auto", "precision": "fp32"}
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", nargs="+", metavar="SPEC",
-                        help=f"checkpoint paths and/or baselines ({' | '.join(BASELINES)}); "
+                        help=f"checkpoints (paths or shipped bare names) and/or baselines ({' | '.join(BASELINES)}); "
                              f"default: every baseline and every training/checkpoints/*.pt")
     parser.add_argument("--sets", nargs="+", metavar="NAME", choices=[s.name for s in EVAL_SETS],
                         help="evaluate only these sets (default: all): " + "; ".join(s.name for s in EVAL_SETS))
@@ -390,6 +399,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference", default=DEFAULT_REFERENCE, metavar="SPEC",
                         help="report every other model's paired difference to this one (one of --models; "
                              f"default {DEFAULT_REFERENCE} when evaluated; 'none' = no comparison)")
+    parser.add_argument("--resize", metavar="WxH",
+                        help="force this input size on every network model (default: each model's own input rule)")
     parser.add_argument("--device", default="cpu", help="auto | cpu | cuda[:N] (default cpu)")
     parser.add_argument("--batch-size", type=int, default=16)
     add_inference_arguments(parser, precision=DEFAULT_PATH["precision"])
@@ -439,8 +450,7 @@ def run(args: argparse.Namespace) -> int:
     lengths = parse_sequence_lengths(args.sequence_lengths)
     models = args.models or default_models()
     for spec in models:
-        if spec not in BASELINES and not Path(spec).is_file():
-            raise CliError(f"model {spec!r} is neither a checkpoint file nor a baseline ({', '.join(BASELINES)})")
+        resolve_model(spec)  # FileNotFoundError naming it, before any work
     if args.reference == "none" or (args.reference == DEFAULT_REFERENCE and DEFAULT_REFERENCE not in models):
         reference = None
     elif args.reference in models:
@@ -449,9 +459,13 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--reference {args.reference!r} is not one of the evaluated models: {models}")
     eval_sets = [s for s in EVAL_SETS if args.sets is None or s.name in args.sets]
     start = time.perf_counter()
+    try:
+        size = parse_size(args.resize)
+    except ValueError as e:
+        raise CliError(f"--resize: {e}") from None
     report = run_benchmark(models, eval_sets, lengths, cache_dir=None if args.no_cache else args.cache_dir,
                            device=args.device, batch_size=args.batch_size, runtime=args.runtime,
-                           precision=args.precision, reference=reference,
+                           precision=args.precision, reference=reference, input_size=size,
                            rerank=None if args.no_rerank else LoopClosureConfig().geometry)
     if args.missions != "none":
         report["missions"] = mission_rows(models, args, data_root=shared_dir() / "data")
@@ -470,6 +484,7 @@ def run(args: argparse.Namespace) -> int:
                        + ([f"--reference {args.reference}"] if args.reference != DEFAULT_REFERENCE else [])
                        + ([f"--missions {args.missions}"] if args.missions != "test" else [])
                        + (["--no-rerank"] if args.no_rerank else [])
+                       + ([f"--resize {args.resize}"] if args.resize else [])
                        + [f"--{k} {getattr(args, k)}" for k in ("runtime", "precision")
                           if getattr(args, k) != DEFAULT_PATH[k]])
     encoded = sum(e["num_images"] for e in report["encodings"] if not e["cached"])

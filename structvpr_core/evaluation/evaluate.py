@@ -27,7 +27,7 @@ import numpy as np
 from structvpr_core.arguments import (CliError, add_sequence_arguments, parse_frame_range, parse_size,
                                 sequence_config_from_args)
 from structvpr_core.data.datasets import NORDLAND64_SPLITS, PlaceSet, aligned_folders, csv_poses, nordland64, utm_folders
-from structvpr_core.runtime.encoder import BASELINES, Encoder, encode_paths, load_encoder
+from structvpr_core.runtime.encoder import BASELINES, Encoder, encode_paths, load_encoder, resolve_model
 from structvpr_core.runtime.options import add_inference_arguments
 from structvpr_core.data.images import read_rgb
 from structvpr_core.io_utils import atomic_write_text, file_sha256
@@ -164,10 +164,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="utm/csv layouts: database images within this many metres match (default 25)")
     data.add_argument("--frame-range", metavar="LO:HI", help="aligned layout: keep frame numbers LO..HI (inclusive)")
     model = parser.add_argument_group("model")
-    model.add_argument("--model", required=True, help=f"checkpoint path or baseline: {' | '.join(BASELINES)}")
+    model.add_argument("--model", required=True, help=f"checkpoint (a path, or a shipped checkpoint's bare file "
+                                                      f"name) or baseline: {' | '.join(BASELINES)}")
     model.add_argument("--resize", metavar="WxH",
-                       help="network input size; default: the checkpoint's, or the images' native size "
-                            "for random-mobilenetv2 and imagenet-mobilenetv2")
+                       help="force this network input size; default: the model's input rule (a pixel budget at the "
+                            "image's aspect, or an older checkpoint's fixed training size)")
     model.add_argument("--seed", type=int, default=0, help="random-mobilenetv2 initialisation seed (default 0)")
     model.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     add_inference_arguments(model)
@@ -264,19 +265,18 @@ def _load_model(args, place_set: PlaceSet) -> tuple[Encoder, dict]:
     size = parse_size(args.resize)
     if args.model == "raw-pixel" and size is not None:
         raise CliError("--resize does not apply to raw-pixel (it uses its own fixed patch-normalised grid)")
-    if args.model in ("random-mobilenetv2", "imagenet-mobilenetv2") and size is None:
-        first = read_rgb(place_set.queries[0])
-        size = (first.shape[1], first.shape[0])  # native (W, H)
-    is_checkpoint = args.model not in BASELINES
-    if is_checkpoint and not Path(args.model).is_file():
-        raise FileNotFoundError(f"--model '{args.model}' is neither a checkpoint file nor a baseline {list(BASELINES)}")
+    resolved = resolve_model(args.model)  # a bare shipped name, a path or a baseline, as everywhere
     encoder = load_encoder(args.model, device=args.device, input_size=size, seed=args.seed,
                            runtime=args.runtime, precision=args.precision)
-    resolution = getattr(encoder, "input_size", None) or encoder.size  # raw-pixel: its grid
+    rule = getattr(encoder, "input_rule", None)
+    first = read_rgb(place_set.queries[0])
     info = {
         "model": args.model,
-        "checkpoint_sha256": file_sha256(args.model) if is_checkpoint else None,
-        "resolution": list(resolution),
+        "checkpoint": None if isinstance(resolved, str) else str(resolved),
+        "checkpoint_sha256": None if isinstance(resolved, str) else file_sha256(resolved),
+        # the network input of the first query image (raw-pixel: its grid), and the rule behind it
+        "resolution": list(rule.size_for(first.shape[1], first.shape[0]) if rule else encoder.size),
+        "input_rule": rule.describe() if rule else None,
         "seed": args.seed if args.model == "random-mobilenetv2" else None,
         "device": str(getattr(encoder, "device", "cpu")),
         "inference": encoder.path.describe() if hasattr(encoder, "path") else None,

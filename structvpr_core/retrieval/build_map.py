@@ -52,7 +52,9 @@ DEFAULT_ODOM_MAX_OFFSET_S = 0.1  # the node's odom_max_offset_s default
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="checkpoint file, or baseline raw-pixel | random-mobilenetv2")
+    parser.add_argument("--model", required=True,
+                        help="checkpoint (a path, or a shipped checkpoint's bare file name) or a baseline "
+                             "(structvpr benchmark --help lists them)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--images", help="folder of images (ordered by frame number or name)")
     source.add_argument("--bag", help="rosbag2 directory or ROS 1 .bag file with an image topic")
@@ -67,7 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     poses.add_argument("--poses", help="poses CSV for --images: image,x,y[,z][,qx,qy,qz,qw | ,heading][,stamp]")
     poses.add_argument("--nordland-poses", action="store_true", help="pose x = Nordland frame number (--images)")
     parser.add_argument("--out", required=True, help="map directory to write (an existing map there is replaced)")
-    parser.add_argument("--resize", help="WxH the network is fed (default: the model's own input size)")
+    parser.add_argument("--resize", help="force this network input size WxH (default: the model's input rule: "
+                                         "a pixel budget at the image's aspect, or an older checkpoint's fixed size)")
     parser.add_argument("--frame-range", help="A:B, keep frames numbered A..B (--images only)")
     parser.add_argument("--with-features", action="store_true", help="store local features for geometric verification")
     node = LoopClosureConfig().geometry  # the node's defaults: a map the shipped node can verify against
@@ -113,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         total = items.total
     encoder = load_encoder(args.model, args.device, input_size=parse_size(args.resize),
                            runtime=args.runtime, precision=args.precision)
-    db = MapDatabase(ModelIdentity.of_encoder(encoder, args.model))
+    db = MapDatabase(ModelIdentity.of_encoder(encoder))
     extractor = (FeatureExtractor(args.features, args.max_features, args.xfeat_max_image_width)
                  if args.with_features else None)
     featureless = add_encoded(db, encoder, items, total, args.batch_size, extractor)

@@ -69,16 +69,19 @@ class MapMismatchError(MapError):
 class ModelIdentity:
     """Which network made a set of descriptors.
 
-    Two identities are compatible when their dims and input sizes agree (the same
-    weights fed 640x480 or 64x32 images give unrelated descriptors) and, if both name a
-    checkpoint hash, the hashes agree (a renamed checkpoint is still the same model);
-    without hashes (baselines) the names must agree.
+    Two identities are compatible when their dims and input rules agree (the same weights fed
+    640x480 or 64x32 images give unrelated descriptors: ``input_size`` a fixed size,
+    ``input_pixels`` a pixel budget at the image's aspect) and their checkpoints do: if either
+    names a checkpoint hash, both must name the same one (a renamed or moved checkpoint is still
+    the same model, a file replaced in place is not); without hashes (baselines) the names must agree.
     """
 
     name: str
     dim: int
     checkpoint_sha256: str | None = None
-    input_size: tuple[int, int] | None = None  # (width, height) the network is fed; None = its own
+    input_size: tuple[int, int] | None = None  # (width, height) the network is fed, when fixed
+    input_pixels: int = 0  # the pixel budget of a budget rule (input_size None); maps before it: 0
+    input_pixels_second: int = 0  # a multi-scale rule's second budget
 
     def __post_init__(self):
         if not self.name:
@@ -89,36 +92,33 @@ class ModelIdentity:
             object.__setattr__(self, "input_size", tuple(int(v) for v in self.input_size))
 
     @classmethod
-    def of_encoder(cls, encoder, spec: str) -> "ModelIdentity":
-        """Identity of ``structvpr_core.runtime.encoder.load_encoder(spec)``'s result.
-
-        For a checkpoint file the identity carries the checkpoint's weight hash (already
-        verified by ``load_encoder``); baselines have none.
-        """
-        size = getattr(encoder, "input_size", None)  # NetworkEncoder; raw-pixel names its size
-        path = Path(spec)
-        if not path.is_file():
-            return cls(encoder.name, int(encoder.dim), None, size)
-        import torch  # only needed for checkpoints; keeps this module importable without torch
-
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        return cls(encoder.name, int(encoder.dim), str(payload["sha256"]), size)
+    def of_encoder(cls, encoder) -> "ModelIdentity":
+        """Identity of a ``structvpr_core.runtime.encoder.load_encoder`` result: its name, dim, input
+        rule and, for a checkpoint (however it was named), the checkpoint's content hash."""
+        rule = getattr(encoder, "input_rule", None)  # NetworkEncoder; raw-pixel has its own fixed grid
+        return cls(encoder.name, int(encoder.dim), getattr(encoder, "checkpoint_sha256", None),
+                   rule.size if rule is not None else None, rule.pixels if rule is not None else 0,
+                   rule.second_pixels if rule is not None else 0)
 
     def compatible_with(self, other: "ModelIdentity") -> bool:
-        if self.dim != other.dim or self.input_size != other.input_size:
+        if ((self.dim, self.input_size, self.input_pixels, self.input_pixels_second)
+                != (other.dim, other.input_size, other.input_pixels, other.input_pixels_second)):
             return False
-        if self.checkpoint_sha256 and other.checkpoint_sha256:
+        if self.checkpoint_sha256 or other.checkpoint_sha256:
             return self.checkpoint_sha256 == other.checkpoint_sha256
-        return self.name == other.name and self.checkpoint_sha256 == other.checkpoint_sha256
+        return self.name == other.name
 
     def describe(self) -> str:
         sha = f", checkpoint sha256 {self.checkpoint_sha256[:12]}" if self.checkpoint_sha256 else ""
         size = f", input {self.input_size[0]}x{self.input_size[1]}" if self.input_size else ""
+        size += f", input ~{self.input_pixels} px at the image's aspect" if self.input_pixels else ""
+        size += f" + ~{self.input_pixels_second} px (multi-scale)" if self.input_pixels_second else ""
         return f"'{self.name}' ({self.dim}-d{size}{sha})"
 
     def to_json(self) -> dict:
         return {"name": self.name, "dim": int(self.dim), "checkpoint_sha256": self.checkpoint_sha256,
-                "input_size": list(self.input_size) if self.input_size else None}
+                "input_size": list(self.input_size) if self.input_size else None,
+                "input_pixels": int(self.input_pixels), "input_pixels_second": int(self.input_pixels_second)}
 
 
 @dataclass(frozen=True)

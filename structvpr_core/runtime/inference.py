@@ -21,6 +21,7 @@ import importlib.util
 import io
 import platform
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,9 @@ from structvpr_core.runtime.options import PRECISIONS, RUNTIMES
 from structvpr_core.runtime.threads import compute_threads
 
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+# Exported graphs kept per input size: a camera gives one size, an evaluation over several
+# image sets a few; each export costs ~1-3 s, each kept graph some MB.
+MAX_EXPORTED_SIZES = 4
 
 
 @dataclass(frozen=True)
@@ -170,10 +174,30 @@ class OpenVinoRunner:
         return self.request.infer({0: x.contiguous().numpy()})[0].copy()
 
 
-def make_runner(model: torch.nn.Module, path: InferencePath, device: torch.device, input_size: tuple[int, int]):
-    """A callable: normalised input tensor (B, 3, H, W) -> float32 (B, dim) numpy descriptors."""
+class PerSizeRunner:
+    """An exported runtime for inputs of any size: one ONNX export (fixed H x W, so each graph is
+    optimised for its shape) per input size met, built on first use, the last
+    ``MAX_EXPORTED_SIZES`` kept. The torch module stays the single source of the weights."""
+
+    def __init__(self, model: torch.nn.Module, compile_graph):
+        self.model, self.compile_graph = model, compile_graph
+        self.runners: OrderedDict[tuple[int, int], object] = OrderedDict()
+
+    def __call__(self, x: torch.Tensor) -> np.ndarray:
+        height, width = int(x.shape[2]), int(x.shape[3])
+        runner = self.runners.get((width, height))
+        if runner is None:
+            runner = self.runners[(width, height)] = self.compile_graph(export_onnx(self.model, (width, height)))
+            if len(self.runners) > MAX_EXPORTED_SIZES:
+                self.runners.popitem(last=False)
+        self.runners.move_to_end((width, height))
+        return runner(x)
+
+
+def make_runner(model: torch.nn.Module, path: InferencePath, device: torch.device):
+    """A callable: normalised input tensor (B, 3, H, W) of any H x W -> float32 (B, dim) numpy descriptors."""
     if path.runtime == "onnxruntime":
-        return OnnxRunner(export_onnx(model, input_size))
+        return PerSizeRunner(model, OnnxRunner)
     if path.runtime == "openvino":
-        return OpenVinoRunner(export_onnx(model, input_size), path.precision)
+        return PerSizeRunner(model, lambda graph: OpenVinoRunner(graph, path.precision))
     return TorchRunner(model, device, path.precision)

@@ -4,6 +4,8 @@ Resizing happens on uint8 pixels (OpenCV, 1/4 the bytes of float) before anythin
 else; normalisation is one fused multiply-subtract in torch on the small tensor, not
 numpy float64 temporaries at full size (issue 9: ~10 ms at 640x480 before).
 The tensor comes out channels_last (NHWC memory), the layout the CPU kernels want.
+
+The input size itself comes from the encoder's ``runtime.input_rule.InputRule``.
 """
 
 from __future__ import annotations
@@ -17,8 +19,6 @@ import torch
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
 @lru_cache(maxsize=8)
 def _scale_shift(mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[torch.Tensor, torch.Tensor]:
     """(x / 255 - mean) / std == x * scale - shift, per channel."""
