@@ -422,12 +422,13 @@ def mission_rows(models: list[str], args: argparse.Namespace, data_root: Path) -
     from structvpr_core.evaluation.missions import missions
 
     cache_dir = None if args.no_cache else args.cache_dir
-    encoders: dict[str, Encoder] = {}
+    current: dict[str, Encoder] = {}  # one model's encoder at a time: each holds a runtime per input size
 
     def encode(spec: str, paths: list[Path]) -> np.ndarray:
-        if spec not in encoders:
-            encoders[spec] = load_encoder(spec, device=args.device, runtime=args.runtime, precision=args.precision)
-        encoder = encoders[spec]
+        if spec not in current:
+            current.clear()
+            current[spec] = load_encoder(spec, device=args.device, runtime=args.runtime, precision=args.precision)
+        encoder = current[spec]
         return cached_descriptors(encoder, model_fingerprint(encoder), paths, cache_dir, args.batch_size)[0]
 
     return run_missions(models, missions(None if args.missions == "all" else args.missions), data_root, encode,

@@ -28,27 +28,30 @@ def run_missions(models: list[str], missions: list[Mission], data_root: Path,
     """One result row per (model, mission). ``encode(model, paths)`` gives the descriptors (the caller
     caches them); ``config`` defaults to the shipped loop-closure defaults."""
     config = config or LoopClosureConfig()
-    rows = []
-    for mission in missions:
-        frames = mission.frames(data_root)
-        paths = [f.path for f in frames]
-        features = None
+    frames = {m.name: m.frames(data_root) for m in missions}
+    features: dict[str, list | None] = {}
+    for mission in missions:  # local features do not depend on the model: once per mission, cached
+        features[mission.name] = None
         if config.verification != "off":
+            paths = [f.path for f in frames[mission.name]]
             unique = sorted(set(paths), key=str)
             by_path = dict(zip(unique, cached_features(unique, config.geometry, cache_dir, label=mission.name)))
-            features = [by_path[p] for p in paths]
-        for spec in models:
-            descriptors = encode(spec, paths)
+            features[mission.name] = [by_path[p] for p in paths]
+    rows = []
+    for spec in models:  # model by model: ``encode`` may drop a model's runtimes before the next
+        for mission in missions:
+            descriptors = encode(spec, [f.path for f in frames[mission.name]])
             start = time.perf_counter()
-            run = play_mission(frames, descriptors, config, features)
+            run = play_mission(frames[mission.name], descriptors, config, features[mission.name])
             result = run.score(mission.revisit_radius, config.exclude_recent_s)
-            log(f"[mission] {spec} on {mission.name}: {len(frames)} frames played in "
+            log(f"[mission] {spec} on {mission.name}: {len(frames[mission.name])} frames played in "
                 f"{time.perf_counter() - start:.1f} s")
             timings = np.array(run.verification_ms) if run.verification_ms else np.zeros(1)
             rows.append({"model": spec, "mission": mission.name, "split": mission.split,
-                         "condition": mission.condition, "frames": len(frames), "skipped_invalid": run.skipped,
-                         "verification_ms_mean": float(timings.mean()),
+                         "condition": mission.condition, "frames": len(frames[mission.name]),
+                         "skipped_invalid": run.skipped, "verification_ms_mean": float(timings.mean()),
                          "verification_ms_p95": float(np.percentile(timings, 95)), **result})
+    rows.sort(key=lambda r: [m.name for m in missions].index(r["mission"]))  # table: mission by mission
     return rows
 
 
