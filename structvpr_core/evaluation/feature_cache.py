@@ -39,9 +39,9 @@ def cached_features(paths: list[Path], geometry: GeometryConfig, cache_dir: Path
     key = hashlib.sha256("\n".join([features_key(geometry), *map(str, paths)]).encode()).hexdigest()[:24]
     cache_file = None if cache_dir is None else cache_dir / f"features_{key}.npz"
     if cache_file is not None and cache_file.is_file():
-        z = np.load(cache_file, allow_pickle=False)
-        offsets, sizes = z["offsets"], z["sizes"]
-        return [LocalFeatures(z["keypoints"][a:b], z["descriptors"][a:b], tuple(int(v) for v in sizes[i]), kind)
+        with np.load(cache_file, allow_pickle=False) as z:  # each z[key] reads the whole array again: once
+            keypoints, descriptors, offsets, sizes = (z[k] for k in ("keypoints", "descriptors", "offsets", "sizes"))
+        return [LocalFeatures(keypoints[a:b], descriptors[a:b], tuple(int(v) for v in sizes[i]), kind)
                 for i, (a, b) in enumerate(zip(offsets[:-1], offsets[1:]))]
     extractor = FeatureExtractor.from_config(geometry)
     out = [extractor(read_rgb(p)) for p in progress(paths, desc=f"local features {label}".strip(), unit="img")]
