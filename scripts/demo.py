@@ -13,10 +13,11 @@ A. Mapping mode (what SLAM runs): one bag that walks the Gardens Point test stre
 B. Localization against a prebuilt map (the replay of issue 17): the map is the Gardens Point day
    traversal's frames 0..99 (built with its XFeat features), the bag the night traversal's frames
    0..199, half of which have no match in the map; scored with +-2 frames as the true place.
+   (Frames 0..99 are in the shipped model's training range; part A runs on the test stretch.)
 
 Model (both parts): the shipped default student (``structvpr_core.models.shipped.DEFAULT_MODEL``:
 EfficientNet-Lite0 from ImageNet, trained on nordland64 + gardenspoint + GRIEF train, chosen on
-val; model card beside it in training/checkpoints/), at its own input size 320x160.
+val; model card beside it in training/checkpoints/), at its own input rule (the camera's aspect, a pixel budget).
 Outputs go to ./demo_out/ (mapping_report.json + mapping_report_pr.png, report.json + report_pr.png,
 the maps and the bags).
 """

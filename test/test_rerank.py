@@ -9,10 +9,8 @@ from structvpr_core.loop_closure.geometry import GeometryConfig, verify
 from structvpr_core.loop_closure.local_features import FeatureExtractor
 from structvpr_core.loop_closure.rerank import (
     InlierCalibration,
-    combined_score,
     fit_inlier_calibration,
     rerank_order,
-    shipped_calibration,
     verification_score,
 )
 from structvpr_core.runtime.preprocess import resize_rgb
@@ -58,20 +56,3 @@ def test_calibration_fit_recovers_a_known_logistic_and_scores_are_probabilities(
         fit_inlier_calibration([50, 60, 1, 2], [0, 0, 1, 1])
     with pytest.raises(ConfigError, match="scale > 0"):
         InlierCalibration(10.0, 0.0)
-
-
-def test_combined_score_adds_independent_evidence_in_log_odds():
-    assert combined_score(0.5, 0.9) == pytest.approx(0.9)  # an uninformative global score changes nothing
-    assert combined_score(0.8, 0.8) == pytest.approx(16 / 17)  # odds 4 x 4
-    assert combined_score(0.9, 0.01) < 0.1  # failed verification outweighs a good global score
-    assert combined_score(0.3, 0.3, prior=0.3) == pytest.approx(0.3)
-    with pytest.raises(ValueError, match="global_probability"):
-        combined_score(1.5, 0.5)
-
-
-def test_shipped_calibrations_name_what_they_were_measured_for():
-    xfeat = shipped_calibration("xfeat", 512)
-    # Gardens Point val, XFeat 512: wrong pairs keep <= 8 inliers, true night pairs median 15
-    assert verification_score(2, xfeat) < 0.25 and verification_score(15, xfeat) > 0.99
-    with pytest.raises(KeyError, match="no inlier calibration measured for xfeat with 2000 keypoints"):
-        shipped_calibration("xfeat", 2000)

@@ -7,12 +7,10 @@
   pairs far better than any global score threshold could).
 - ``InlierCalibration`` / ``verification_score``: P(same place | inliers) as a logistic in
   the inlier count, fitted per feature kind on labelled pairs (``fit_inlier_calibration``,
-  maximum likelihood). The fitted values are a measurement: benchmarks/local_features.py
-  stores them (Gardens Point val, both conditions pooled, as many true as wrong pairs, so the
-  probability is under a 0.5 prior), and ``shipped_calibration`` returns that run's values.
-  They hold for the 640x480 input, the feature count and the default USAC estimator they
-  were fitted with. ``combined_score`` joins it with a probability from the global (or
-  sequence) score as independent evidence (naive Bayes in log-odds).
+  maximum likelihood); benchmarks/local_features.py reports the fit (Gardens Point val, as
+  many true as wrong pairs). The detector decides on inliers alone (``min_inliers``): a
+  score combining them with the global / sequence score was measured on the val missions
+  and published fewer right loop closures at precision 1.0 (docs/loop_closure.md).
 """
 
 from __future__ import annotations
@@ -38,45 +36,11 @@ class InlierCalibration:
                               f"got midpoint={self.midpoint}, scale={self.scale}")
 
 
-# (kind, max_features) -> fit on Gardens Point val 140..164, night_right + day_left -> day_right,
-# 640x480, essential-matrix USAC inliers, 250 true + 250 wrong pairs per kind
-# (benchmarks/results/local_features_val_{512,1024}_cpu.json, "inlier_calibration_essential_usac")
-_SHIPPED = {("orb", 512): InlierCalibration(7.52, 3.05), ("orb", 1024): InlierCalibration(9.29, 2.69),
-            ("xfeat", 512): InlierCalibration(4.54, 2.04), ("xfeat", 1024): InlierCalibration(10.56, 2.87)}
-
-
-def shipped_calibration(kind: str, max_features: int) -> InlierCalibration:
-    """The measured calibration for ``kind`` at ``max_features`` keypoints (see ``_SHIPPED``)."""
-    try:
-        return _SHIPPED[(kind, int(max_features))]
-    except KeyError:
-        raise KeyError(f"no inlier calibration measured for {kind} with {max_features} keypoints (have "
-                       f"{sorted(_SHIPPED)}): fit one with fit_inlier_calibration on labelled pairs "
-                       f"(benchmarks/local_features.py --max-features {max_features})") from None
-
-
 def verification_score(inliers: int | np.ndarray, calibration: InlierCalibration) -> float | np.ndarray:
     """P(same place | inliers) in (0, 1) under ``calibration``."""
     z = (np.asarray(inliers, np.float64) - calibration.midpoint) / calibration.scale
     p = 0.5 * (1.0 + np.tanh(0.5 * z))  # the logistic, without overflow for large |z|
     return float(p) if np.ndim(p) == 0 else p
-
-
-def combined_score(global_probability: float, verification_probability: float, prior: float = 0.5) -> float:
-    """Posterior of two independent pieces of evidence, each a calibrated probability obtained
-    under the same ``prior``: logit(post) = logit(p1) + logit(p2) - logit(prior)."""
-    for name, p in (("global_probability", global_probability), ("verification_probability", verification_probability),
-                    ("prior", prior)):
-        if not 0 <= p <= 1:
-            raise ValueError(f"{name} must be in [0, 1], got {p}")
-    eps = 1e-12
-
-    def logit(p: float) -> float:
-        p = min(max(p, eps), 1 - eps)
-        return math.log(p / (1 - p))
-
-    z = logit(global_probability) + logit(verification_probability) - logit(prior)
-    return 1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0
 
 
 def rerank_order(global_scores, inliers) -> np.ndarray:
