@@ -78,6 +78,7 @@ from structvpr_core.loop_closure.local_features import FeatureExtractor
 from structvpr_core.loop_closure.candidates import KeyframeSelector, LoopDetector, PoseBuffer
 from structvpr_core.retrieval.map_database import MapDatabase, MapError, ModelIdentity, open_map
 from structvpr_core.runtime.featureless import featureless_reason
+from structvpr_core.runtime.memory import pin_mmap_threshold
 from structvpr_core.runtime.threads import apply_in_this_thread, set_compute_threads
 from structvpr_ros import outputs
 from structvpr_ros.image_conversion import ImageConversionError, message_to_rgb
@@ -242,6 +243,7 @@ class StructVPRNode(Node):
                 check_output_dir(cfg.map_dir, "map_dir")
             except OutputError as e:
                 raise ConfigError(f"{e} (mapping mode saves the map there)") from None
+        pin_mmap_threshold()  # memory proportional to the map over long runs (runtime/memory.py)
         if cfg.cpu_threads:
             set_compute_threads(cfg.cpu_threads)
         if cfg.model == "raw-pixel":  # no network: no device, and no torch import (seconds on a busy CPU)

@@ -45,3 +45,12 @@ def test_thread_count_must_be_positive():
         threads.set_compute_threads(0)
     with pytest.raises(ValueError, match=r"threads must be in 1..\d+ \(4x this machine's cores\), got 100000"):
         threads.set_compute_threads(100_000)  # made torch segfault in its first convolution (issue 20)
+
+
+def test_the_mmap_threshold_is_pinned_on_glibc():
+    """The node pins glibc's mmap threshold at start (runtime/memory.py); on this Linux it must apply."""
+    import platform
+
+    from structvpr_core.runtime.memory import pin_mmap_threshold
+
+    assert pin_mmap_threshold() is (platform.libc_ver()[0] == "glibc")
