@@ -275,14 +275,13 @@ def outcome(answer: Answer | None, params: dict) -> QueryOutcome | None:
     """
     if answer is None:
         return None
-    def passes(c: PublishedCandidate) -> bool:
-        threshold = params["sequence_score_threshold"] if c.sequence_match else params["score_threshold"]
-        return c.score >= threshold and (params["verification"] != "require" or c.verified)
+    def above_threshold(c: PublishedCandidate) -> bool:
+        return c.score >= params["sequence_score_threshold" if c.sequence_match else "score_threshold"]
+
     verified_run = any(c.inliers >= 0 for c in answer.candidates)
-    ranked = [c for c in answer.candidates
-              if c.score >= (params["sequence_score_threshold"] if c.sequence_match else params["score_threshold"])
-              ] if verified_run else answer.candidates
-    published = next((c.map_id for c in answer.candidates if passes(c)), None)
+    ranked = [c for c in answer.candidates if above_threshold(c)] if verified_run else answer.candidates
+    published = next((c.map_id for c in answer.candidates
+                      if above_threshold(c) and (params["verification"] != "require" or c.verified)), None)
     top = ranked[0] if ranked else None
     details = {} if top is None else {"score": round(top.score, 4), "inliers": top.inliers}
     return QueryOutcome([(c.map_id, float(c.inliers) if verified_run else c.score) for c in ranked], published, details)

@@ -62,30 +62,36 @@ def revisits(stamps_ns, positions, radius: float, exclude_recent_s: float, first
     return out
 
 
+def _integer_rows(path: Path, columns: tuple[str, str], what: str):
+    """``(where, first, second)`` per row of a headed CSV whose ``columns`` hold integers."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ground-truth file not found: {path}")
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None or not set(columns) <= set(reader.fieldnames):
+            raise ValueError(f"{path}: expected the header {','.join(columns)}, got {reader.fieldnames}")
+        for row in reader:
+            where = f"{path}:{reader.line_num}"
+            try:
+                first, second = int(row[columns[0]]), int(row[columns[1]])
+            except (TypeError, ValueError):
+                raise ValueError(f"{where}: {what} must be integers, got {row}") from None
+            yield where, first, second
+
+
 def map_ids_csv(path: Path, stamps_ns, map_size: int) -> list[np.ndarray]:
     """Localization: CSV ``query_stamp_ns,map_id``, one row per correct (query image, map keyframe) pair.
 
     A stamp names every image of the run with that stamp.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"ground-truth file not found: {path}")
     by_stamp: dict[int, list[int]] = {int(s): [] for s in stamps_ns}
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames is None or not {"query_stamp_ns", "map_id"} <= set(reader.fieldnames):
-            raise ValueError(f"{path}: expected the header query_stamp_ns,map_id, got {reader.fieldnames}")
-        for row in reader:
-            where = f"{path}:{reader.line_num}"
-            try:
-                stamp, map_id = int(row["query_stamp_ns"]), int(row["map_id"])
-            except (TypeError, ValueError):
-                raise ValueError(f"{where}: query_stamp_ns and map_id must be integers, got {row}") from None
-            if stamp not in by_stamp:
-                raise ValueError(f"{where}: no image of the run has stamp {stamp} ns")
-            if not 0 <= map_id < map_size:
-                raise ValueError(f"{where}: map id {map_id} is not in the map (ids 0..{map_size - 1})")
-            by_stamp[stamp].append(map_id)
+    for where, stamp, map_id in _integer_rows(path, ("query_stamp_ns", "map_id"), "query_stamp_ns and map_id"):
+        if stamp not in by_stamp:
+            raise ValueError(f"{where}: no image of the run has stamp {stamp} ns")
+        if not 0 <= map_id < map_size:
+            raise ValueError(f"{where}: map id {map_id} is not in the map (ids 0..{map_size - 1})")
+        by_stamp[stamp].append(map_id)
     return [np.unique(np.array(by_stamp[int(s)], np.int64)) for s in stamps_ns]
 
 
@@ -94,26 +100,14 @@ def pairs_csv(path: Path, stamps_ns) -> list[np.ndarray]:
 
     Returns, per image (``stamps_ns``, the run's images), the indices of the images it pairs with.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"ground-truth file not found: {path}")
     index = {int(s): i for i, s in enumerate(stamps_ns)}
     partners: list[set[int]] = [set() for _ in stamps_ns]
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames is None or not {"stamp_a_ns", "stamp_b_ns"} <= set(reader.fieldnames):
-            raise ValueError(f"{path}: expected the header stamp_a_ns,stamp_b_ns, got {reader.fieldnames}")
-        for row in reader:
-            where = f"{path}:{reader.line_num}"
-            try:
-                a, b = int(row["stamp_a_ns"]), int(row["stamp_b_ns"])
-            except (TypeError, ValueError):
-                raise ValueError(f"{where}: stamps must be integers (ns), got {row}") from None
-            for s in (a, b):
-                if s not in index:
-                    raise ValueError(f"{where}: no image of the run has stamp {s} ns")
-            partners[index[a]].add(index[b])
-            partners[index[b]].add(index[a])
+    for where, a, b in _integer_rows(path, ("stamp_a_ns", "stamp_b_ns"), "stamps (ns)"):
+        for s in (a, b):
+            if s not in index:
+                raise ValueError(f"{where}: no image of the run has stamp {s} ns")
+        partners[index[a]].add(index[b])
+        partners[index[b]].add(index[a])
     return [np.array(sorted(p), np.int64) for p in partners]
 
 

@@ -22,6 +22,7 @@ from structvpr_core.evaluation.feature_cache import cached_features
 from structvpr_core.evaluation.missions import Mission, play_mission
 from structvpr_core.loop_closure.candidates import LoopClosureConfig
 
+
 def run_missions(models: list[str], missions: list[Mission], data_root: Path,
                  encode: Callable[[str, list[Path]], np.ndarray], config: LoopClosureConfig | None = None,
                  cache_dir: Path | None = None, log: Callable[[str], None] = print) -> list[dict]:
