@@ -108,6 +108,7 @@ class NodeConfig:
         "usac", "essential-matrix estimator: usac (LO-RANSAC, ~2.4x faster) | ransac (plain) | magsac (MAGSAC++)")
     min_inliers: int = _p(40, "inliers needed for a candidate to count as verified")
     min_keypoints: int = _p(100, "images with fewer keypoints are never verified (tiny or bare frames)")
+    min_image_pixels: int = _p(5_000, "images with fewer pixels (width x height) are never verified (too little detail)")
     verification_threads: int = _p(2, "candidates verified at once (threads)")
     camera_fx: float = _p(0.0, "intrinsics in pixels; 0 = guess (focal 1.2 x larger image side, centred)")
     camera_fy: float = _p(0.0, "see camera_fx")
@@ -117,6 +118,8 @@ class NodeConfig:
         "xfeat", "local features for verification: orb | xfeat (learned, survives day/night); the map's must match")
     xfeat_min_cosine: float = _p(0.82, "xfeat: mutual nearest-neighbour matches need at least this cosine")
     xfeat_max_image_width: int = _p(640, "xfeat: images are shrunk to at most this width for the network")
+    xfeat_min_image_width: int = _p(
+        640, "xfeat: narrower images are enlarged to this width for the network, the RANSAC threshold with them (0 = never)")
     xfeat_runtime: Literal["auto", "torch", "onnxruntime", "openvino"] = _p(
         "auto", "xfeat network runtime: auto = OpenVINO fp32 (same keypoints as torch, faster)")
     # --- outputs -------------------------------------------------------------------
@@ -198,7 +201,8 @@ class NodeConfig:
                                   ransac_threshold_px=self.ransac_threshold_px, min_inliers=self.min_inliers,
                                   estimator=self.essential_estimator, features=self.verification_features,
                                   min_keypoints=self.min_keypoints, min_cosine=self.xfeat_min_cosine,
-                                  max_image_width=self.xfeat_max_image_width, xfeat_runtime=self.xfeat_runtime)
+                                  max_image_width=self.xfeat_max_image_width, xfeat_runtime=self.xfeat_runtime,
+                                  min_image_width=self.xfeat_min_image_width, min_image_pixels=self.min_image_pixels)
         normalization = (normalization_for(self.model) if self.sequence_normalization == "auto"
                          else self.sequence_normalization)
         sequence = SequenceConfig(length=self.sequence_length, min_velocity=self.sequence_min_velocity,

@@ -4,7 +4,9 @@ import importlib.util
 import json
 import sys
 import types
+from dataclasses import replace
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -12,6 +14,7 @@ import torch
 from structvpr_core.cli import main as cli_main
 from structvpr_core.config import ConfigError
 from structvpr_core.data.images import read_rgb
+from structvpr_core.loop_closure.candidates import LoopClosureConfig
 from structvpr_core.loop_closure.geometry import GeometryConfig, verify
 from structvpr_core.loop_closure.local_features import (
     FeatureExtractor,
@@ -144,6 +147,66 @@ def test_kinds_are_never_mixed(shared, xfeat):
         verify(xf, xf, GeometryConfig())
 
 
+def _shrunk(shared, name, width):
+    rgb = read_rgb(shared / f"data/gardenspoint/{name}.jpg")
+    return cv2.resize(rgb, (width, round(rgb.shape[0] * width / rgb.shape[1])), interpolation=cv2.INTER_AREA)
+
+
+def test_a_small_camera_is_verified_through_its_enlargement(shared):
+    # Gardens Point frames shrunk to a 160x90 camera: at native size XFeat finds ~220 keypoints and
+    # true pairs stay under min_inliers; enlarged to 640 (the shipped rule, threshold scaled with it)
+    # they verify, and wrong places still do not (benchmarks/small_cameras.py measures the curve)
+    shipped = LoopClosureConfig().geometry
+    native = replace(shipped, min_image_width=0)
+    results = {}
+    for name, config in (("native", native), ("enlarged", shipped)):
+        extract = FeatureExtractor.from_config(config)
+        true, wrong = [], []
+        for n in (20, 50, 80, 110):
+            query = extract(_shrunk(shared, f"day_left/Image{n:03d}", 160))
+            assert query.image_size == (160, 90) and query.keypoints[:, 0].max() < 160  # camera pixels
+            true.append(verify(query, extract(_shrunk(shared, f"day_right/Image{n:03d}", 160)), config))
+            wrong.append(verify(query, extract(_shrunk(shared, f"day_right/Image{(n + 70) % 200:03d}", 160)), config))
+        results[name] = (len(query), true, wrong)
+    kp_native, true_native, _ = results["native"]
+    kp_enlarged, true_enlarged, wrong_enlarged = results["enlarged"]
+    assert kp_native < 400 and kp_enlarged == shipped.max_features
+    assert sum(v.verified for v in true_enlarged) >= 3 > sum(v.verified for v in true_native), \
+        ([v.inliers for v in true_native], [v.inliers for v in true_enlarged])
+    assert not any(v.verified for v in wrong_enlarged), [v.inliers for v in wrong_enlarged]
+
+
+def test_the_threshold_shrinks_with_the_enlargement(shared):
+    # the same enlarged features verified with the threshold in camera pixels (1.5 px x 4) keep more
+    # inliers: what lets wrong pairs of small cameras through when the threshold is not scaled
+    shipped = LoopClosureConfig().geometry
+    extract = FeatureExtractor.from_config(shipped)
+    a = extract(_shrunk(shared, "day_left/Image060", 160))
+    b = extract(_shrunk(shared, "day_right/Image060", 160))
+    camera_px = replace(shipped, ransac_threshold_px=shipped.ransac_threshold_px * 640 / 160)
+    assert verify(a, b, camera_px).inliers > verify(a, b, shipped).inliers
+    # a camera at least 640 wide is not enlarged: its threshold stays in its own pixels
+    c = extract(_frame(shared, "day_left/Image060"))
+    d = extract(_frame(shared, "day_right/Image060"))
+    assert verify(c, d, shipped).inliers == verify(c, d, replace(shipped, min_image_width=0)).inliers
+
+
+def test_images_below_the_pixel_floor_are_never_verified(shared):
+    # nordland64's 64x32 frames (2048 px): enlarged they give ~1000 keypoints whose inliers mean
+    # nothing (wrong pairs up to 36, true median 18), so nothing is extracted or stored for them
+    shipped = LoopClosureConfig().geometry
+    tiny = read_rgb(shared / "data/nordland64/winter/images-25000.png")
+    assert tiny.shape[:2] == (32, 64) and 64 * 32 < shipped.min_image_pixels
+    f = FeatureExtractor.from_config(shipped)(tiny)
+    assert len(f) == 0 and f.image_size == (64, 32) and f.kind == "xfeat"
+    no_floor = replace(shipped, min_image_pixels=0, min_keypoints=0)
+    g = FeatureExtractor.from_config(no_floor)(tiny)
+    h = FeatureExtractor.from_config(no_floor)(read_rgb(shared / "data/nordland64/summer/images-25000.png"))
+    assert len(g) > 500 and verify(g, h, no_floor).inliers > 0
+    v = verify(g, h, replace(no_floor, min_image_pixels=shipped.min_image_pixels))  # features from elsewhere
+    assert (v.matches, v.inliers, v.verified) == (0, 0, False)
+
+
 def test_bad_inputs_are_rejected_with_clear_messages(tmp_path):
     with pytest.raises(ConfigError, match="features must be one of"):
         GeometryConfig(features="sift")
@@ -151,6 +214,10 @@ def test_bad_inputs_are_rejected_with_clear_messages(tmp_path):
         GeometryConfig(min_cosine=1.5)
     with pytest.raises(ConfigError, match="max_image_width"):
         GeometryConfig(max_image_width=10)
+    with pytest.raises(ConfigError, match=r"min_image_width must be in 0..max_image_width \(640\), got 800"):
+        GeometryConfig(min_image_width=800)
+    with pytest.raises(ConfigError, match="min_image_pixels must be >= 0"):
+        GeometryConfig(min_image_pixels=-1)
     with pytest.raises(ConfigError, match="xfeat_runtime must be one of"):
         GeometryConfig(xfeat_runtime="tensorrt")
     with pytest.raises(ValueError, match="feature kind must be one of"):

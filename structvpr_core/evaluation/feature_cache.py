@@ -25,7 +25,7 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 def features_key(geometry: GeometryConfig) -> str:
     """What extracted local features depend on: the extractor's settings and source (and XFeat's network)."""
     g = geometry
-    h = hashlib.sha256(f"{g.features}|{g.max_features}|{g.max_image_width}".encode())
+    h = hashlib.sha256(f"{g.features}|{g.max_features}|{g.max_image_width}|{g.min_image_width}|{g.min_image_pixels}".encode())
     for name in LOCAL_FEATURE_SOURCES:
         h.update((PACKAGE_ROOT / "loop_closure" / name).read_bytes())
     h.update((PACKAGE_ROOT / "models" / "xfeat.py").read_bytes())

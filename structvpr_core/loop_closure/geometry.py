@@ -65,6 +65,7 @@ from structvpr_core.runtime.options import RUNTIMES
 # callers that predate the pluggable kinds
 from structvpr_core.loop_closure.local_features import (  # noqa: F401
     FEATURE_KINDS, MAX_FEATURES, ORB_DESCRIPTOR_BYTES, FeatureExtractor, LocalFeatures, extract_features, match,
+    network_scale,
 )
 # The 5-point solver needs 5 correspondences; fewer matches cannot verify anything.
 MIN_MATCHES_FOR_POSE = 5
@@ -115,6 +116,10 @@ class GeometryConfig:
     # xfeat: the network sees the image shrunk to at most this width (speed; keypoints come
     # back in the input image's pixels)
     max_image_width: int = 640
+    # xfeat: narrower images are enlarged to this width for the network (0 = never), and the
+    # RANSAC threshold shrinks with them: a small camera is verified as its enlargement
+    # (local_features.network_scale; benchmarks/small_cameras.py)
+    min_image_width: int = 640
     # xfeat: where the network runs: auto (OpenVINO fp32 when installed: torch's outputs within
     # 1e-5, 2.5x faster) | torch | onnxruntime | openvino (xfeat_features.py)
     xfeat_runtime: str = "auto"
@@ -132,6 +137,11 @@ class GeometryConfig:
     # (~40 XFeat keypoints) wrong pairs kept up to 34 essential-matrix inliers, more than true pairs
     # (median 14; even at a 0.15 px threshold 15 vs 8), so inliers there say nothing (docs/loop_closure.md)
     min_keypoints: int = 100
+    # images with fewer pixels than this are not verified at all, however many keypoints an
+    # enlarged copy yields. Chosen on val (benchmarks/small_cameras.py): from 96x54 (5184 px) up,
+    # wrong pairs keep <= 22 inliers (a 640 camera: <= 17); at 64x36 up to 33 and on nordland64's
+    # 64x32 up to 36 (true median 18): too close to min_inliers to mean anything
+    min_image_pixels: int = 5_000
 
     def __post_init__(self):
         if self.features not in FEATURE_KINDS:
@@ -140,6 +150,9 @@ class GeometryConfig:
             raise ConfigError(f"min_cosine must be in [-1, 1], got {self.min_cosine}")
         if self.max_image_width < 64:
             raise ConfigError(f"max_image_width must be >= 64 pixels, got {self.max_image_width}")
+        if not 0 <= self.min_image_width <= self.max_image_width:
+            raise ConfigError(f"min_image_width must be in 0..max_image_width ({self.max_image_width}), "
+                              f"got {self.min_image_width}")
         if self.xfeat_runtime not in RUNTIMES:
             raise ConfigError(f"xfeat_runtime must be one of {list(RUNTIMES)}, got {self.xfeat_runtime!r}")
         if not MIN_MATCHES_FOR_POSE <= self.max_features <= MAX_FEATURES:
@@ -156,6 +169,8 @@ class GeometryConfig:
             raise ConfigError(f"min_inliers must be >= {MIN_MATCHES_FOR_POSE}, got {self.min_inliers}")
         if self.min_keypoints < 0:
             raise ConfigError(f"min_keypoints must be >= 0, got {self.min_keypoints}")
+        if self.min_image_pixels < 0:
+            raise ConfigError(f"min_image_pixels must be >= 0, got {self.min_image_pixels}")
 
 
 @dataclass
@@ -180,7 +195,8 @@ def verify(
     ``intrinsics`` (same camera for both images) or, when None, ``default_intrinsics``
     per image size.
     """
-    if min(len(query), len(candidate)) < config.min_keypoints:  # too small or bare to verify anything
+    if (min(len(query), len(candidate)) < config.min_keypoints  # too small or bare to verify anything
+            or min(_pixels(query), _pixels(candidate)) < config.min_image_pixels):
         return Verification(matches=0, inliers=0, verified=False)
     iq, ic = match(query, candidate, config.features, config.ratio_test, config.min_cosine)
     if len(iq) < max(config.min_inliers, MIN_MATCHES_FOR_POSE):
@@ -192,7 +208,8 @@ def verify(
     pq = _normalise(query.keypoints[iq], kq)
     pc = _normalise(candidate.keypoints[ic], kc)
     focal = float(np.mean([kq.fx, kq.fy, kc.fx, kc.fy]))
-    threshold = config.ransac_threshold_px / focal  # in normalised units
+    # in normalised units; camera pixels, or the enlarged copy's for a camera XFeat saw enlarged
+    threshold = config.ransac_threshold_px * _enlargement_share(query, candidate, config) / focal
     # Normalised coordinates + identity camera: lets the two images have different intrinsics.
     # A verifiable pair has at least min_inliers / matches inliers; RANSAC finds such a
     # model with the configured confidence within max_iters samples, so a wrong candidate
@@ -243,6 +260,23 @@ def verify(
         pure_rotation=False,
         rotation_covariance=_rotation_covariance(residual_fn, 5, n_inliers),
     )
+
+
+def _pixels(features: LocalFeatures) -> int:
+    return features.image_size[0] * features.image_size[1]
+
+
+def _enlargement_share(query: LocalFeatures, candidate: LocalFeatures, config: GeometryConfig) -> float:
+    """Image pixels per network pixel for images the network saw enlarged (mean of the two), else 1.
+
+    XFeat localises keypoints to about a pixel of what the network saw; in an enlarged image
+    that is a fraction of a camera pixel, and a threshold left at camera pixels lets wrong
+    pairs keep 1.5-2x the inliers (benchmarks/small_cameras.py).
+    """
+    if config.features != "xfeat":
+        return 1.0
+    return float(np.mean([min(1.0, 1.0 / network_scale(f.image_size[0], config.min_image_width,
+                                                       config.max_image_width)) for f in (query, candidate)]))
 
 
 def verify_many(

@@ -35,6 +35,22 @@ DESCRIPTOR_LAYOUTS = {"orb": (np.dtype(np.uint8), ORB_DESCRIPTOR_BYTES),
 FEATURE_KINDS = tuple(DESCRIPTOR_LAYOUTS)
 
 
+def network_scale(width: int, min_image_width: int, max_image_width: int) -> float:
+    """XFeat network pixels per image pixel: an image wider than ``max_image_width`` is shrunk to it
+    (speed), one narrower than ``min_image_width`` enlarged to it (0 = never enlarge).
+
+    Enlarging is what lets a small camera be verified: on Gardens Point val frames shrunk to a
+    160x90 camera XFeat finds ~220 keypoints at native size and true pairs keep a median of
+    17-24 inliers, under ``min_inliers``; enlarged to 640 it finds 1024 and true pairs keep
+    38-95, with wrong pairs as low as at 640 (benchmarks/small_cameras.py, docs/loop_closure.md).
+    """
+    if width > max_image_width:
+        return max_image_width / width
+    if width < min_image_width:
+        return min_image_width / width
+    return 1.0
+
+
 class FeatureKindError(ValueError):
     """Features of two different kinds (or not the configured kind) were to be matched."""
 
@@ -61,6 +77,12 @@ class LocalFeatures:
             raise ValueError(f"{len(kp)} keypoints but {len(desc)} descriptors")
         if len(self.image_size) != 2 or min(self.image_size) < 1:
             raise ValueError(f"image_size must be (width, height) >= 1, got {self.image_size}")
+
+    @classmethod
+    def empty(cls, kind: str, image_size: tuple[int, int]) -> "LocalFeatures":
+        """No keypoints (an image too small, or too bare, to verify)."""
+        dtype, width = DESCRIPTOR_LAYOUTS[kind]
+        return cls(np.empty((0, 2), np.float32), np.empty((0, width), dtype), image_size, kind)
 
     def __len__(self) -> int:
         return len(self.keypoints)
@@ -91,23 +113,28 @@ def extract_features(rgb: np.ndarray, max_features: int) -> LocalFeatures:
 class FeatureExtractor:
     """``extractor(rgb) -> LocalFeatures`` of one kind; the XFeat network loads once, here."""
 
-    def __init__(self, kind: str, max_features: int, max_image_width: int = 640, runtime: str = "auto"):
+    def __init__(self, kind: str, max_features: int, max_image_width: int = 640, runtime: str = "auto",
+                 min_image_width: int = 640, min_image_pixels: int = 0):
         if kind not in DESCRIPTOR_LAYOUTS:
             raise ValueError(f"feature kind must be one of {list(FEATURE_KINDS)}, got {kind!r}")
         self.kind, self.max_features = kind, int(max_features)
+        self.min_image_pixels = int(min_image_pixels)  # smaller images are never verified: nothing to extract
         self._xfeat = None
         if kind == "xfeat":
             from structvpr_core.loop_closure.xfeat_features import XFeatExtractor  # torch: only for xfeat
 
-            self._xfeat = XFeatExtractor(max_features, max_image_width, runtime)
+            self._xfeat = XFeatExtractor(max_features, max_image_width, runtime, min_image_width=min_image_width)
 
     @classmethod
     def from_config(cls, config) -> "FeatureExtractor":
         """From a ``geometry.GeometryConfig`` (``features``, ``max_features``, ``max_image_width``,
-        ``xfeat_runtime``)."""
-        return cls(config.features, config.max_features, config.max_image_width, config.xfeat_runtime)
+        ``xfeat_runtime``, ``min_image_width``, ``min_image_pixels``)."""
+        return cls(config.features, config.max_features, config.max_image_width, config.xfeat_runtime,
+                   config.min_image_width, config.min_image_pixels)
 
     def __call__(self, rgb: np.ndarray) -> LocalFeatures:
+        if rgb.ndim >= 2 and rgb.shape[0] * rgb.shape[1] < self.min_image_pixels:
+            return LocalFeatures.empty(self.kind, (rgb.shape[1], rgb.shape[0]))
         return self._xfeat(rgb) if self._xfeat is not None else extract_features(rgb, self.max_features)
 
 

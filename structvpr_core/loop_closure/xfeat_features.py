@@ -16,9 +16,10 @@ Runtime), exported once per network input size. The 5x5 maximum filter is
 ``cv2.dilate`` (the same maxima as torch's ``max_pool2d``, ~30 ms faster at 640x480);
 the sparse sampling stays in torch (``grid_sample``, XFeat's exact interpolation).
 
-The network runs on a grey image at most ``max_image_width`` pixels wide (both sides
-rounded down to multiples of 32, which the backbone needs); keypoints are scaled back to
-the input image's pixels. Descriptors are stored as float16 (cosines change by < 1e-3;
+The network runs on the image resized to between ``min_image_width`` and ``max_image_width``
+pixels wide (``local_features.network_scale``: shrunk for speed, small cameras enlarged; both
+sides rounded down to multiples of 32, which the backbone needs); keypoints are scaled back
+to the input image's pixels. Descriptors are stored as float16 (cosines change by < 1e-3;
 half the bytes in a map).
 """
 
@@ -31,7 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from structvpr_core.config import ConfigError
-from structvpr_core.loop_closure.local_features import LocalFeatures
+from structvpr_core.loop_closure.local_features import LocalFeatures, network_scale
 from structvpr_core.models.xfeat import CELL, DESCRIPTOR_DIM, INPUT_MULTIPLE, XFeatNetwork, load_xfeat
 from structvpr_core.runtime.inference import (
     InferencePath,
@@ -78,9 +79,10 @@ class XFeatExtractor:
     """
 
     def __init__(self, max_features: int, max_image_width: int, runtime: str = "auto",
-                 weights: str | None = None, precision: str = "fp32"):
+                 weights: str | None = None, precision: str = "fp32", min_image_width: int = 640):
         self.max_features = int(max_features)
         self.max_image_width = int(max_image_width)
+        self.min_image_width = int(min_image_width)
         self.path = xfeat_inference_path(runtime, precision)
         self.dense = DenseXFeat(load_xfeat(weights)).eval()
         # exported runtimes compile one graph per input size, on first use (~1 s for OpenVINO)
@@ -88,7 +90,7 @@ class XFeatExtractor:
 
     def network_size(self, width: int, height: int) -> tuple[int, int]:
         """(W, H) the network sees for an input image of ``width`` x ``height`` (0 when too small)."""
-        scale = min(1.0, self.max_image_width / width)
+        scale = network_scale(width, self.min_image_width, self.max_image_width)
         w = int(width * scale) // INPUT_MULTIPLE * INPUT_MULTIPLE
         h = int(round(height * scale)) // INPUT_MULTIPLE * INPUT_MULTIPLE
         return w, h
@@ -104,8 +106,7 @@ class XFeatExtractor:
         height, width = rgb.shape[:2]
         w, h = self.network_size(width, height)
         if w < INPUT_MULTIPLE or h < INPUT_MULTIPLE:  # tiny image: no keypoints (as ORB finds none)
-            return LocalFeatures(np.empty((0, 2), np.float32), np.empty((0, DESCRIPTOR_DIM), np.float16),
-                                 (width, height), kind="xfeat")
+            return LocalFeatures.empty("xfeat", (width, height))
         small = rgb if (w, h) == (width, height) else cv2.resize(
             rgb, (w, h), interpolation=cv2.INTER_AREA if w < width else cv2.INTER_LINEAR)
         with torch.inference_mode():

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 from itertools import islice
 
 import numpy as np
@@ -117,7 +118,10 @@ def run(args: argparse.Namespace) -> int:
     encoder = load_encoder(args.model, args.device, input_size=parse_size(args.resize),
                            runtime=args.runtime, precision=args.precision)
     db = MapDatabase(ModelIdentity.of_encoder(encoder))
-    extractor = (FeatureExtractor(args.features, args.max_features, args.xfeat_max_image_width)
+    # the node's settings but for the flags: the map's features are what the shipped node extracts
+    extractor = (FeatureExtractor.from_config(replace(LoopClosureConfig().geometry, features=args.features,
+                                                      max_features=args.max_features,
+                                                      max_image_width=args.xfeat_max_image_width))
                  if args.with_features else None)
     featureless = add_encoded(db, encoder, items, total, args.batch_size, extractor)
     summary = notes.summary() + (f"; {len(featureless)} featureless image(s) left out, first: {featureless[0]}"
