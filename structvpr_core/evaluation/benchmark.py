@@ -308,7 +308,7 @@ def reranked_table(report: dict) -> str:
     sets = list(dict.fromkeys(r["set"] for r in rows))
     lines = ["### Single image, top 5 re-ranked by the node's verification (XFeat inliers)", "",
              "R@1 soft in %, global -> re-ranked (`structvpr_core/evaluation/rerank_eval.py`; frames under the "
-             "node's min_keypoints, nordland64's 64x32, cannot be verified and keep the global order).", "",
+             "node's min_image_pixels, nordland64's 64x32, cannot be verified and keep the global order).", "",
              "| model | " + " | ".join(sets) + " | mean | gain |", "|---|" + "---:|" * (len(sets) + 2)]
     for spec in dict.fromkeys(r["model"] for r in rows):
         mine = {r["set"]: r["reranked"] for r in rows if r["model"] == spec}

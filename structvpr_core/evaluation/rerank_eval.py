@@ -4,8 +4,8 @@ For every query of a place set: the global descriptor's top ``k`` database image
 verified against the query (``geometry.verify``, the node's verification), then reordered
 by inliers (``rerank.rerank_order``: most inliers first, ties keep the global order). R@1 of
 the reordered list is what the node's top candidate is worth with verification on. Images
-that cannot be verified (fewer than ``min_keypoints``, e.g. nordland64's 64x32 frames) keep
-the global order, so there re-ranked R@1 = global R@1.
+that cannot be verified (under ``min_image_pixels`` or ``min_keypoints``, e.g. nordland64's
+64x32 frames) keep the global order, so there re-ranked R@1 = global R@1.
 """
 
 from __future__ import annotations
