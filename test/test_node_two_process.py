@@ -3,6 +3,7 @@
 import signal
 import subprocess
 import sys
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -20,12 +21,30 @@ QUERY_FRAME = 33240  # winter revisit of place 4
 STARTUP_TIMEOUT_S = 15.0  # python + torch + rclpy import on a busy 2-core machine
 
 
-def _start_node(params: dict, *overrides: str) -> subprocess.Popen:
-    return subprocess.Popen(
+@contextmanager
+def _node_process(params: dict, *overrides: str, preexec_fn=None):
+    """The node started the documented way (params file, ``-p`` overrides); killed on the way out if still running."""
+    proc = subprocess.Popen(
         [sys.executable, "-m", "structvpr_ros.node", "--ros-args", "--params-file", params["file"],
          *[arg for o in overrides for arg in ("-p", o)]],
-        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=preexec_fn,
     )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def _connected_client(proc: subprocess.Popen, context, **topics) -> Client:
+    """A test client of the node process, once the node is reachable (else the node's output says why)."""
+    client = Client(context, SingleThreadedExecutor(context=context), **topics)
+    try:
+        client.wait_connected(STARTUP_TIMEOUT_S)
+    except AssertionError:
+        raise AssertionError(f"node process not reachable; its output:\n{_stop(proc)[1]}") from None
+    return client
 
 
 def _params_file(tmp_path, other_sections: dict | None = None, **values) -> dict:
@@ -58,15 +77,9 @@ def test_node_process_answers_queries_saves_its_map_and_exits_cleanly(shared, tm
                           # a section under another node name: ROS ignores it, the node says so
                           other_sections={"structvpr": {"ros__parameters": {"top_k": 9}}})
     # -p overrides the params file; a misspelt parameter is reported, not silently ignored
-    proc = _start_node(params, "image_topic:=camera/image", "scor_threshold:=0.9")
-    try:
+    with _node_process(params, "image_topic:=camera/image", "scor_threshold:=0.9") as proc:
         with ros_context() as context:
-            executor = SingleThreadedExecutor(context=context)
-            client = Client(context, executor, image_topic="camera/image")
-            try:
-                client.wait_connected(STARTUP_TIMEOUT_S)
-            except AssertionError:
-                raise AssertionError(f"node process not reachable; its output:\n{_stop(proc)[1]}") from None
+            client = _connected_client(proc, context, image_topic="camera/image")
             for i, rgb in enumerate(summer):
                 client.send_image(image_msg(rgb, (100 + i) * NS_PER_S))
             answer = client.send_image(image_msg(query, 1000 * NS_PER_S))
@@ -81,10 +94,6 @@ def test_node_process_answers_queries_saves_its_map_and_exits_cleanly(shared, tm
             assert (tmp_path / "map" / "meta.json").is_file()
             client.latest_diagnostics(lambda v: v["map_size"] == str(len(summer) + 1))
         code, output = _stop(proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert code == 0, output
     assert "ready: mode mapping" in output
     assert "ignoring unknown parameter(s) ['scor_threshold']" in output
@@ -93,13 +102,8 @@ def test_node_process_answers_queries_saves_its_map_and_exits_cleanly(shared, tm
 
 def test_node_process_with_an_invalid_parameter_exits_with_a_message_naming_it(tmp_path):
     params = _params_file(tmp_path, model="raw-pixel")
-    proc = _start_node(params, "mode:=slam")
-    try:
+    with _node_process(params, "mode:=slam") as proc:
         output, _ = proc.communicate(timeout=STARTUP_TIMEOUT_S + 10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 2, output
     assert "refusing to start: invalid parameter: mode: 'slam' is not one of ['mapping', 'localization']" in output
     assert "Traceback" not in output
@@ -108,12 +112,7 @@ def test_node_process_with_an_invalid_parameter_exits_with_a_message_naming_it(t
 def _map_some_frames(proc, shared, n: int) -> None:
     root = shared / "data/nordland64"
     with ros_context() as context:
-        executor = SingleThreadedExecutor(context=context)
-        client = Client(context, executor)
-        try:
-            client.wait_connected(STARTUP_TIMEOUT_S)
-        except AssertionError:
-            raise AssertionError(f"node process not reachable; its output:\n{_stop(proc)[1]}") from None
+        client = _connected_client(proc, context)
         for i, frame in enumerate(MAP_FRAMES[:n]):
             client.send_image(image_msg(read_rgb(root / f"summer/images-{frame:05d}.png"), (100 + i) * NS_PER_S))
 
@@ -125,14 +124,9 @@ def test_a_mapping_run_ended_by_a_signal_saves_every_keyframe(shared, tmp_path, 
     from structvpr_core.retrieval.map_database import MapDatabase
 
     params = _params_file(tmp_path, model="raw-pixel", keyframe_min_interval_s=0.0, map_dir=str(tmp_path / "map"))
-    proc = _start_node(params)
-    try:
+    with _node_process(params) as proc:
         _map_some_frames(proc, shared, 5)  # no ~/save_map call: before issue 20 all 5 were lost
         code, output = _stop(proc, *signals)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert code == 0, output
     assert "saved 5 keyframes" in output and "(on shutdown)" in output
     assert len(MapDatabase.load(tmp_path / "map")) == 5
@@ -143,17 +137,9 @@ def test_a_failed_save_on_shutdown_is_fatal_and_says_what_is_lost(shared, tmp_pa
 
     params = _params_file(tmp_path, model="raw-pixel", keyframe_min_interval_s=0.0, map_dir=str(tmp_path / "map"))
     # every file the save writes is capped at 4 KB (the index alone is 40 KB): the disk is "full"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "structvpr_ros.node", "--ros-args", "--params-file", params["file"]],
-        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        preexec_fn=file_size_limit(4096))
-    try:
+    with _node_process(params, preexec_fn=file_size_limit(4096)) as proc:
         _map_some_frames(proc, shared, 5)
         code, output = _stop(proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert code == 1, output
     assert "5 keyframes since the last save are LOST" in output and "disk full or file size limit" in output
     assert "Traceback" not in output
