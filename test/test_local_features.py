@@ -294,6 +294,10 @@ def test_build_map_stores_the_requested_feature_kind(shared, tmp_path):
               "--frame-range", "140:142", "--with-features"]
     assert cli_main([*common, "--out", str(tmp_path / "xfeat"), "--features", "xfeat", "--max-features", "512"]) == 0
     assert cli_main([*common, "--out", str(tmp_path / "orb"), "--features", "orb"]) == 0
+    # a narrower network width than the node's 640 is taken as given (not refused for the enlargement rule)
+    assert cli_main([*common, "--out", str(tmp_path / "narrow"), "--features", "xfeat", "--max-features", "512",
+                     "--xfeat-max-image-width", "320"]) == 0
+    assert MapDatabase.load(tmp_path / "narrow").keyframe(0).features.image_size == (960, 540)
     xf, orb = MapDatabase.load(tmp_path / "xfeat"), MapDatabase.load(tmp_path / "orb")
     assert len(xf) == len(orb) == 3
     assert xf.feature_kind == "xfeat" and orb.feature_kind == "orb"

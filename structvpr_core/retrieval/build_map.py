@@ -81,7 +81,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-features", type=int, default=node.max_features,
                         help=f"keypoints per image (default {node.max_features}, the node's max_features)")
     parser.add_argument("--xfeat-max-image-width", type=int, default=node.max_image_width,
-                        help="--features xfeat: images are shrunk to this width for the network "
+                        help="--features xfeat: images are shrunk to this width for the network, and "
+                             f"narrower ones enlarged to it or to {node.min_image_width}, whichever is smaller "
                              f"(default {node.max_image_width}, the node's xfeat_max_image_width)")
     parser.add_argument("--rate", type=float, default=sequence.DEFAULT_RATE_HZ,
                         help="--images without CSV stamps: frames per second of the synthetic stamps (default 10)")
@@ -118,10 +119,13 @@ def run(args: argparse.Namespace) -> int:
     encoder = load_encoder(args.model, args.device, input_size=parse_size(args.resize),
                            runtime=args.runtime, precision=args.precision)
     db = MapDatabase(ModelIdentity.of_encoder(encoder))
-    # the node's settings but for the flags: the map's features are what the shipped node extracts
-    extractor = (FeatureExtractor.from_config(replace(LoopClosureConfig().geometry, features=args.features,
-                                                      max_features=args.max_features,
-                                                      max_image_width=args.xfeat_max_image_width))
+    # the node's settings but for the flags: the map's features are what the shipped node extracts;
+    # a --xfeat-max-image-width below the node's enlargement width caps that too (network width = it)
+    node = LoopClosureConfig().geometry
+    extractor = (FeatureExtractor.from_config(replace(node, features=args.features, max_features=args.max_features,
+                                                      max_image_width=args.xfeat_max_image_width,
+                                                      min_image_width=min(node.min_image_width,
+                                                                          args.xfeat_max_image_width)))
                  if args.with_features else None)
     featureless = add_encoded(db, encoder, items, total, args.batch_size, extractor)
     summary = notes.summary() + (f"; {len(featureless)} featureless image(s) left out, first: {featureless[0]}"
